@@ -1,0 +1,41 @@
+# corral's build and test entry points. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORRAL := $(VENV)/bin/corral
+# The kernel suite runs in one boot of `corral machine` (real cgroup v2, scratch disk).
+MACHINE_OPTS ?= --memory 2G --cpus 2 --disk 512M --timeout 1500
+PYTEST_KERNEL_OPTS ?= -p no:cacheprovider -q
+
+.PHONY: test setup lint unit kernel fixtures clean
+
+test: lint unit kernel
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Python packages into the venv, then Debian's qemu, kernel and busybox where missing.
+setup: $(VENV)/.installed
+	$(CORRAL) machine setup
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest tests/unit -q
+
+kernel: setup
+	$(CORRAL) machine run $(MACHINE_OPTS) -- $(PY) -m pytest tests/kernel $(PYTEST_KERNEL_OPTS)
+
+# Re-capture the fixture trees from the machine's real kernel (see tools/capture_fixtures.py).
+fixtures: setup
+	$(CORRAL) machine run $(MACHINE_OPTS) --out $(CURDIR)/tests/fixtures -- \
+		$(PY) tools/capture_fixtures.py $(CURDIR)/tests/fixtures/cgroupfs
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

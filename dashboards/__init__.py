@@ -1,0 +1,1 @@
+"""corral's dashboards: see ../shared/DESIGN.md; built by its own issue."""

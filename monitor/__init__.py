@@ -1,0 +1,1 @@
+"""corral's monitor: see ../shared/DESIGN.md; built by its own issue."""
