@@ -7,13 +7,12 @@ CORRAL := $(VENV)/bin/corral
 MACHINE_OPTS ?= --memory 2G --cpus 2 --disk 512M --timeout 1500
 PYTEST_KERNEL_OPTS ?= -p no:cacheprovider -q
 
-.PHONY: test setup lint unit kernel fixtures clean
+.PHONY: test setup lint unit kernel e2e fixtures clean
 
-test: lint unit kernel
+test: lint unit kernel e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
@@ -31,6 +30,10 @@ unit: setup
 
 kernel: setup
 	$(CORRAL) machine run $(MACHINE_OPTS) -- $(PY) -m pytest tests/kernel $(PYTEST_KERNEL_OPTS)
+
+# Real peers and whole commands, booted for real (corral machine itself, ...).
+e2e: setup
+	$(PY) -m pytest tests/e2e -q -p no:cacheprovider
 
 # Re-capture the fixture trees from the machine's real kernel (see tools/capture_fixtures.py).
 fixtures: setup

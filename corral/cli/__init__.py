@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from corral import __version__
+from corral.cli.doctor import doctor
 from corral.cli.machine import machine
 
 
@@ -15,3 +16,4 @@ def main() -> None:
 
 
 main.add_command(machine)
+main.add_command(doctor)

@@ -55,11 +55,13 @@ class WriteRejected(CgroupError, OSError):
 class ControllerUnavailable(CgroupError):
     """A controller the operation needs is not offered to this cgroup."""
 
-    def __init__(self, cgroup: str, controllers: list[str], available: set[str]) -> None:
+    def __init__(
+        self, cgroup: str, controllers: list[str], available: set[str], detail: str = ""
+    ) -> None:
         have = " ".join(sorted(available)) or "none"
         super().__init__(
             f"cgroup {cgroup or '/'}: controller(s) {' '.join(controllers)} not available "
-            f"(cgroup.controllers offers: {have})"
+            f"(cgroup.controllers offers: {have})" + (f"; {detail}" if detail else "")
         )
         self.cgroup = cgroup
         self.controllers = controllers

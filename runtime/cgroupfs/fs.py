@@ -23,6 +23,7 @@ from runtime.cgroupfs.errors import (
     WriteRejected,
 )
 from runtime.cgroupfs.formats import parse_words
+from runtime.cgroupfs.mounts import find_cgroup2
 
 # ENOENT: the directory went away between listing and open. ENODEV: the file was open (or
 # being opened) while the cgroup was removed; kernfs then fails every operation with ENODEV.
@@ -53,6 +54,15 @@ class CgroupFS:
                     "see `corral doctor` for where cgroup2 is mounted"
                 )
         self._real_root = os.path.realpath(self.root)
+
+    @classmethod
+    def discover(cls, mountinfo: str = "/proc/self/mountinfo") -> CgroupFS:
+        """The cgroup2 hierarchy this process sees: /sys/fs/cgroup on a unified host,
+        /sys/fs/cgroup/unified on a hybrid one (from /proc/self/mountinfo)."""
+        root = find_cgroup2(mountinfo)
+        if root is None:
+            raise NotCgroup2(f"{mountinfo} lists no cgroup2 mount; see `corral doctor`")
+        return cls(root)
 
     def __repr__(self) -> str:
         return f"CgroupFS({str(self.root)!r})"
@@ -102,6 +112,8 @@ class CgroupFS:
         except OSError as e:
             if e.errno in _GONE and not self.exists(cgroup):
                 raise CgroupGone(normalize(cgroup)) from None
+            if e.errno == errno.ENOENT:
+                raise self._no_such_file(cgroup, name) from None
             raise CgroupError(f"{path}: cannot open for writing: {e.strerror}") from e
         try:
             os.write(fd, data)
@@ -111,6 +123,20 @@ class CgroupFS:
             raise WriteRejected(str(path), value, e.errno or 0, e.strerror or "") from e
         finally:
             os.close(fd)
+
+    def _no_such_file(self, cgroup: str, name: str) -> CgroupError:
+        # A controller's files appear only once the parent enables it in subtree_control.
+        controller = name.split(".", 1)[0]
+        parent = normalize(cgroup).rpartition("/")[0]
+        if controller in ("cgroup", "") or not normalize(cgroup):
+            return CgroupError(f"{self.path(cgroup) / name}: this kernel has no such file")
+        enabled = " ".join(sorted(self.subtree_control(parent))) or "none"
+        return ControllerUnavailable(
+            normalize(cgroup),
+            [controller],
+            self.controllers(normalize(cgroup)),
+            f"{name} is missing; the parent's cgroup.subtree_control enables: {enabled}",
+        )
 
     # -- the tree --------------------------------------------------------------------------
 
@@ -145,19 +171,24 @@ class CgroupFS:
         path = self.path(cgroup)
         if not normalize(cgroup):
             raise InvalidPath("the root cgroup always exists and cannot be created")
-        created = False
+        made: list[Path] = []
         parts = normalize(cgroup).split("/")
-        for i in range(1, len(parts) + 1):
-            sub = self.root / "/".join(parts[:i])
-            try:
-                os.mkdir(sub)
-                created = True
-            except FileExistsError:
-                if i == len(parts) and not exist_ok:
-                    raise CgroupError(f"{path}: cgroup already exists") from None
-            except OSError as e:
-                raise CgroupError(f"{sub}: cannot create cgroup: {e.strerror}") from e
-        return created
+        try:
+            for i in range(1, len(parts) + 1):
+                sub = self.root / "/".join(parts[:i])
+                try:
+                    os.mkdir(sub)
+                    made.append(sub)
+                except FileExistsError:
+                    if i == len(parts) and not exist_ok:
+                        raise CgroupError(f"{path}: cgroup already exists") from None
+                except OSError as e:
+                    raise CgroupError(f"{sub}: cannot create cgroup: {e.strerror}") from e
+        except CgroupError:
+            for sub in reversed(made):  # leave no half-made path behind
+                os.rmdir(sub)
+            raise
+        return bool(made)
 
     def remove(self, cgroup: str, *, recursive: bool = False) -> None:
         """rmdir the cgroup (children first with ``recursive``). Gone already is fine.
@@ -218,6 +249,14 @@ class CgroupFS:
             self._evacuate(name, leaf)
         self.write(name, "cgroup.subtree_control", " ".join(f"+{c}" for c in todo))
         return todo
+
+    def delegate(self, cgroup: str, wanted: Iterable[str], *, leaf: str = DEFAULT_LEAF) -> None:
+        """Make ``wanted`` usable *in* ``cgroup``: enable them in every ancestor's
+        subtree_control, root first (a controller reaches a child only through its parent)."""
+        wanted = list(wanted)
+        parts = normalize(cgroup).split("/") if normalize(cgroup) else []
+        for depth in range(len(parts)):
+            self.enable_controllers("/".join(parts[:depth]), wanted, leaf=leaf)
 
     def _evacuate(self, cgroup: str, leaf: str) -> None:
         pids = self.procs(cgroup)

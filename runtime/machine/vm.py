@@ -71,7 +71,8 @@ def build_command(
         cmd += ["--disk", disk_path]
     if spec.forwards:
         fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in spec.forwards)
-        cmd += ["--qemu-opts", f"-netdev user,id=fwd,{fwd} -device virtio-net-pci,netdev=fwd"]
+        # Attached with "=": a separate word starting with "-" reads as an option to vng.
+        cmd.append(f"--qemu-opts=-netdev user,id=fwd,{fwd} -device virtio-net-pci,netdev=fwd")
     cmd += ["--exec", _guest_script(spec, argv)]
     return cmd
 
