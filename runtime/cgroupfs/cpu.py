@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from runtime.cgroupfs.errors import InvalidLimit, ParseError
-from runtime.cgroupfs.formats import MAX, IntOrMax, parse_flat_keyed, parse_int
+from runtime.cgroupfs.formats import MAX, IntOrMax, is_digits, parse_flat_keyed, parse_int
 from runtime.cgroupfs.fs import CgroupFS
 
 PERIOD_MIN_US = 1_000  # the kernel's min_cfs_quota_period, 1 ms
 PERIOD_MAX_US = 1_000_000  # max_cfs_quota_period, 1 s
 QUOTA_MIN_US = 1_000  # min_cfs_quota_period again: a smaller quota is refused
-QUOTA_MAX_US = (1 << 44) // 1_000  # max_cfs_runtime, in microseconds
+QUOTA_MAX_US = (1 << 44) - 1  # max_cfs_runtime = MAX_BW * NSEC_PER_USEC, in us
 DEFAULT_PERIOD_US = 100_000
 WEIGHT_MIN, WEIGHT_MAX, WEIGHT_DEFAULT = 1, 10_000, 100
 
@@ -64,7 +64,7 @@ def parse_cpu_stat(text: str, source: str = "cpu.stat") -> CpuStat:
 
 def parse_cpu_max(text: str, source: str = "cpu.max") -> CpuMax:
     words = text.split()
-    if len(words) != 2 or not words[1].isdigit():
+    if len(words) != 2 or not is_digits(words[1]):
         raise ParseError(source, text.strip(), "'QUOTA PERIOD' or 'max PERIOD'")
     quota: IntOrMax = MAX if words[0] == "max" else parse_int(words[0], source)
     return CpuMax(quota, int(words[1]))

@@ -19,7 +19,9 @@ def read_cpuset(fs: CgroupFS, cgroup: str, name: str) -> frozenset[int] | None:
 def write_cpuset(fs: CgroupFS, cgroup: str, name: str, ids: frozenset[int]) -> None:
     """cpuset.cpus or cpuset.mems; an empty set means "inherit the parent's"."""
     if name not in FILES[:2]:
-        raise InvalidLimit(name, sorted(ids), "only cpuset.cpus and cpuset.mems are writable")
-    if any(not isinstance(i, int) or i < 0 for i in ids):
-        raise InvalidLimit(name, sorted(ids), "non-negative CPU or node numbers")
+        raise InvalidLimit(
+            name, sorted(map(str, ids)), "only cpuset.cpus and cpuset.mems are writable"
+        )
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+        raise InvalidLimit(name, sorted(map(str, ids)), "non-negative CPU or node numbers")
     fs.write(cgroup, name, format_id_list(ids) or "\n")

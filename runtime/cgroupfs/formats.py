@@ -27,7 +27,7 @@ IntOrMax: TypeAlias = int | Literal[Unlimited.MAX]
 def parse_int(text: str, source: str) -> int:
     """A single non-negative integer, e.g. memory.current."""
     word = text.strip()
-    if not word.isdigit():
+    if not is_digits(word):
         raise _error(source, word, "a non-negative integer")
     return int(word)
 
@@ -86,7 +86,7 @@ def parse_id_list(text: str, source: str) -> frozenset[int]:
         if not chunk:
             continue
         first, sep, last = chunk.partition("-")
-        if not first.isdigit() or (sep and not last.isdigit()):
+        if not is_digits(first) or (sep and not is_digits(last)):
             raise _error(source, text.strip(), "a list like '0-3,5'")
         lo, hi = int(first), int(last) if sep else int(first)
         if hi < lo:
@@ -110,8 +110,13 @@ def format_id_list(ids: frozenset[int] | set[int]) -> str:
     return ",".join(parts)
 
 
+def is_digits(word: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²", which int() then rejects."""
+    return word.isascii() and word.isdigit()
+
+
 def _is_int(word: str) -> bool:
-    return word.lstrip("-").isdigit()
+    return is_digits(word.removeprefix("-"))
 
 
 def _error(source: str, line: str, allowed: str) -> ParseError:

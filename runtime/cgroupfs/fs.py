@@ -45,6 +45,7 @@ class CgroupFS:
         self.root = Path(root)
         if not self.root.is_dir():
             raise NotCgroup2(f"{self.root}: no such directory")
+        self.verified = verify
         if verify:
             magic = syscalls.statfs_type(self.root)
             if magic != syscalls.CGROUP2_SUPER_MAGIC:
@@ -71,7 +72,14 @@ class CgroupFS:
 
     def path(self, cgroup: str) -> Path:
         """The directory of ``cgroup``, refusing anything that would leave the root."""
-        return self.root / normalize(cgroup)
+        path = self.root / normalize(cgroup)
+        # kernfs refuses symlink(2), so a verified cgroup2 root cannot hold one; a plain
+        # directory root (tests, fixtures) can, and must not lead out.
+        if not self.verified:
+            real = os.path.realpath(path)
+            if real != self._real_root and not real.startswith(self._real_root + os.sep):
+                raise InvalidPath(f"cgroup path {cgroup!r} leads out of {self.root} (to {real})")
+        return path
 
     def exists(self, cgroup: str) -> bool:
         return self.path(cgroup).is_dir()
@@ -128,9 +136,10 @@ class CgroupFS:
         # A controller's files appear only once the parent enables it in subtree_control.
         controller = name.split(".", 1)[0]
         parent = normalize(cgroup).rpartition("/")[0]
-        if controller in ("cgroup", "") or not normalize(cgroup):
+        enabled_set = self.subtree_control(parent)
+        if not normalize(cgroup) or controller in enabled_set or controller == "cgroup":
             return CgroupError(f"{self.path(cgroup) / name}: this kernel has no such file")
-        enabled = " ".join(sorted(self.subtree_control(parent))) or "none"
+        enabled = " ".join(sorted(enabled_set)) or "none"
         return ControllerUnavailable(
             normalize(cgroup),
             [controller],
@@ -289,8 +298,9 @@ class CgroupFS:
 
 def normalize(cgroup: str) -> str:
     """ "/a//b/" -> "a/b". Refuses "..", ".", NUL and anything else that could leave the root."""
-    if "\0" in cgroup:
-        raise InvalidPath(f"cgroup path {cgroup!r}: contains a NUL byte")
+    if "\0" in cgroup or "\n" in cgroup:
+        # The kernel refuses "\n" in a cgroup name at mkdir, so no cgroup can have one.
+        raise InvalidPath(f"cgroup path {cgroup!r}: contains a NUL byte or a newline")
     parts = [p for p in cgroup.split("/") if p]
     for part in parts:
         if part in (".", ".."):

@@ -14,6 +14,7 @@ from runtime.cgroupfs.formats import (
     MAX,
     IntOrMax,
     format_int_or_max,
+    is_digits,
     parse_int_or_max,
     parse_nested_keyed,
 )
@@ -35,7 +36,7 @@ class Device:
     @classmethod
     def parse(cls, text: str, source: str = "device") -> Device:
         major, sep, minor = text.strip().partition(":")
-        if not sep or not major.isdigit() or not minor.isdigit():
+        if not sep or not is_digits(major) or not is_digits(minor):
             raise ParseError(source, text, "a device number MAJ:MIN like 8:0")
         return cls(int(major), int(minor))
 
@@ -78,7 +79,7 @@ def parse_io_stat(text: str, source: str = "io.stat") -> dict[Device, IoStat]:
     out: dict[Device, IoStat] = {}
     for key, fields in parse_nested_keyed(text, source).items():
         known = {k: v for k, v in fields.items() if k in IoStat.__dataclass_fields__}
-        if not all(v.isdigit() for v in known.values()):
+        if not all(is_digits(v) for v in known.values()):
             raise ParseError(source, f"{key} {fields}", "non-negative integer counters")
         out[Device.parse(key, source)] = IoStat(**{k: int(v) for k, v in known.items()})
     return out
@@ -99,7 +100,7 @@ def parse_io_weight(text: str, source: str = "io.weight") -> IoWeight:
         words = line.split()
         if not words:
             continue
-        if len(words) != 2 or not words[1].isdigit():
+        if len(words) != 2 or not is_digits(words[1]):
             raise ParseError(source, line, "'default N' or 'MAJ:MIN N'")
         if words[0] == "default":
             default = int(words[1])

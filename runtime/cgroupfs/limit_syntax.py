@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from runtime.cgroupfs.cpu import DEFAULT_PERIOD_US, CpuMax, validate_cpu_max
 from runtime.cgroupfs.errors import InvalidLimit
-from runtime.cgroupfs.formats import MAX, IntOrMax
+from runtime.cgroupfs.formats import MAX, IntOrMax, is_digits
 from runtime.cgroupfs.io import IO_MAX_KEYS, Device, IoMax
 
 SIZE_FORMS = "a size like 256M, 1.5G, 512k, 1GiB or 1048576 (bytes), or 'max'"
@@ -65,7 +65,7 @@ def parse_cpus(text: str, what: str = "cpus") -> CpuMax:
     quota_s, sep, period_s = word.partition("/")
     try:
         if sep:
-            if not quota_s.isdigit() or not period_s.isdigit():
+            if not is_digits(quota_s) or not is_digits(period_s):
                 raise ValueError(word)
             value = CpuMax(int(quota_s), int(period_s))
         else:
@@ -84,7 +84,8 @@ def format_cpus(value: CpuMax) -> str:
     if value.quota is MAX:
         return "max"
     if value.period == DEFAULT_PERIOD_US:
-        return f"{value.quota / DEFAULT_PERIOD_US:g}"
+        # Five decimals are exact for a quota in microseconds over a 100 ms period.
+        return f"{value.quota / DEFAULT_PERIOD_US:.5f}".rstrip("0").rstrip(".")
     return f"{value.quota}/{value.period}"
 
 
@@ -120,7 +121,7 @@ def parse_io_limit(text: str, dev_root: str = "/") -> tuple[Device, IoMax]:
         if not sep or key not in IO_MAX_KEYS:
             raise InvalidLimit("io limit", text, IO_FORMS)
         if key in values:
-            raise InvalidLimit("io limit", text, f"{key} given twice")
+            raise InvalidLimit("io limit", text, f"{key} given twice; " + IO_FORMS)
         values[key] = _io_value(key, raw, text)
     return device, IoMax(**values)
 
@@ -130,7 +131,7 @@ def _io_value(key: str, raw: str, text: str) -> IntOrMax:
         value = parse_size(raw, f"io limit {key}")
     elif raw == "max":
         value = MAX
-    elif raw.isdigit():
+    elif is_digits(raw):
         value = int(raw)
     else:
         raise InvalidLimit(f"io limit {key}", raw, "an operation count per second or 'max'")

@@ -107,4 +107,6 @@ def write_memory_limit(fs: CgroupFS, cgroup: str, name: str, value: IntOrMax) ->
 
 
 def write_memory_oom_group(fs: CgroupFS, cgroup: str, enabled: bool) -> None:
+    if not isinstance(enabled, bool):
+        raise InvalidLimit("memory.oom.group", enabled, "True or False")
     fs.write(cgroup, "memory.oom.group", "1" if enabled else "0")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import syscalls
+from runtime.cgroupfs.formats import is_digits
 
 _UNEXPECTED = 255  # the child's exit status when something other than unshare failed
 
@@ -109,7 +110,7 @@ def parse_subid(text: str, user: str, uid: int) -> tuple[tuple[int, int], ...]:
         if len(parts) != 3 or line.lstrip().startswith("#"):
             continue
         owner, first, count = parts
-        if owner in (user, str(uid)) and first.isdigit() and count.isdigit():
+        if owner in (user, str(uid)) and is_digits(first) and is_digits(count):
             ranges.append((int(first), int(count)))
     return tuple(ranges)
 
@@ -143,4 +144,4 @@ def _read_text(path: str) -> str:
 
 def _read_int(path: str) -> int | None:
     text = _read_text(path).strip()
-    return int(text) if text.lstrip("-").isdigit() else None
+    return int(text) if is_digits(text.removeprefix("-")) else None
