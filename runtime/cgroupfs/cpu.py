@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from runtime.cgroupfs.errors import InvalidLimit, ParseError
-from runtime.cgroupfs.formats import MAX, IntOrMax, is_digits, parse_flat_keyed, parse_int
+from runtime.cgroupfs.formats import (
+    MAX,
+    IntOrMax,
+    check_int,
+    is_digits,
+    parse_flat_keyed,
+    parse_int,
+)
 from runtime.cgroupfs.fs import CgroupFS
 
 PERIOD_MIN_US = 1_000  # the kernel's min_cfs_quota_period, 1 ms
@@ -83,17 +90,13 @@ def validate_cpu_max(value: CpuMax) -> CpuMax:
 
 
 def validate_cpu_weight(weight: int) -> int:
-    if isinstance(weight, bool) or not isinstance(weight, int):
-        raise InvalidLimit("cpu.weight", weight, f"an integer {WEIGHT_MIN}..{WEIGHT_MAX}")
-    if not WEIGHT_MIN <= weight <= WEIGHT_MAX:
-        raise InvalidLimit("cpu.weight", weight, f"an integer {WEIGHT_MIN}..{WEIGHT_MAX}")
-    return weight
+    allowed = f"an integer {WEIGHT_MIN}..{WEIGHT_MAX}"
+    return check_int("cpu.weight", weight, WEIGHT_MIN, WEIGHT_MAX, allowed)
 
 
 def validate_cpu_max_burst(burst: int) -> int:
-    if isinstance(burst, bool) or not isinstance(burst, int) or not 0 <= burst <= QUOTA_MAX_US:
-        raise InvalidLimit("cpu.max.burst", burst, f"microseconds 0..{QUOTA_MAX_US}")
-    return burst
+    """The kernel also refuses a burst above the quota (EINVAL at write time)."""
+    return check_int("cpu.max.burst", burst, 0, QUOTA_MAX_US, f"microseconds 0..{QUOTA_MAX_US}")
 
 
 def read_cpu_stat(fs: CgroupFS, cgroup: str) -> CpuStat | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from typing import Literal, TypeAlias
 
-from runtime.cgroupfs.errors import ParseError
+from runtime.cgroupfs.errors import InvalidLimit, ParseError
 
 
 class Unlimited(enum.Enum):
@@ -42,6 +42,18 @@ def parse_int_or_max(text: str, source: str) -> IntOrMax:
 
 def format_int_or_max(value: IntOrMax) -> str:
     return "max" if value is MAX else str(value)
+
+
+def check_int(what: str, value: object, lo: int, hi: int, allowed: str) -> int:
+    """``value`` if it is an int (not a bool) in lo..hi; else InvalidLimit naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidLimit(what, value, allowed)
+    return value
+
+
+def check_int_or_max(what: str, value: object, lo: int, hi: int, allowed: str) -> IntOrMax:
+    """As check_int, also letting MAX through."""
+    return MAX if value is MAX else check_int(what, value, lo, hi, allowed)
 
 
 def parse_flat_keyed(text: str, source: str) -> dict[str, int]:

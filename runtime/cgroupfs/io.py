@@ -13,6 +13,8 @@ from runtime.cgroupfs.errors import InvalidLimit, ParseError
 from runtime.cgroupfs.formats import (
     MAX,
     IntOrMax,
+    check_int,
+    check_int_or_max,
     format_int_or_max,
     is_digits,
     parse_int_or_max,
@@ -121,20 +123,14 @@ def validate_io_max(limits: dict[Device, IoMax], sysfs: str = "/sys") -> dict[De
                 "io.max", str(device), "a block device that exists (see /sys/dev/block)"
             )
         for key in IO_MAX_KEYS:
-            value = getattr(limit, key)
-            if value is MAX:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= RATE_MAX:
-                raise InvalidLimit(f"io.max {device} {key}", value, "a rate >= 1 or 'max'")
+            what = f"io.max {device} {key}"
+            check_int_or_max(what, getattr(limit, key), 1, RATE_MAX, "a rate >= 1 or 'max'")
     return limits
 
 
 def validate_io_weight(weight: int) -> int:
-    if isinstance(weight, bool) or not isinstance(weight, int):
-        raise InvalidLimit("io.weight", weight, f"an integer {WEIGHT_MIN}..{WEIGHT_MAX}")
-    if not WEIGHT_MIN <= weight <= WEIGHT_MAX:
-        raise InvalidLimit("io.weight", weight, f"an integer {WEIGHT_MIN}..{WEIGHT_MAX}")
-    return weight
+    allowed = f"an integer {WEIGHT_MIN}..{WEIGHT_MAX}"
+    return check_int("io.weight", weight, WEIGHT_MIN, WEIGHT_MAX, allowed)
 
 
 def read_io_stat(fs: CgroupFS, cgroup: str) -> dict[Device, IoStat] | None:

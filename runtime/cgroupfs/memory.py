@@ -14,6 +14,7 @@ from runtime.cgroupfs.errors import InvalidLimit
 from runtime.cgroupfs.formats import (
     MAX,
     IntOrMax,
+    check_int_or_max,
     format_int_or_max,
     parse_flat_keyed,
     parse_int,
@@ -62,11 +63,7 @@ def parse_oom_group(text: str, source: str = "memory.oom.group") -> bool:
 def validate_memory_limit(name: str, value: IntOrMax) -> IntOrMax:
     if name not in LIMIT_FILES:
         raise InvalidLimit(name, value, f"one of {', '.join(LIMIT_FILES)}")
-    if value is MAX:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BYTES_MAX:
-        raise InvalidLimit(name, value, "a byte count >= 0 or 'max'")
-    return value
+    return check_int_or_max(name, value, 0, BYTES_MAX, "a byte count >= 0 or 'max'")
 
 
 def read_memory_current(fs: CgroupFS, cgroup: str) -> int | None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtime.cgroupfs.errors import InvalidLimit
 from runtime.cgroupfs.formats import (
-    MAX,
     IntOrMax,
+    check_int_or_max,
     format_int_or_max,
     parse_flat_keyed,
     parse_int,
@@ -33,11 +32,8 @@ def parse_pids_events(text: str, source: str = "pids.events") -> PidsEvents:
 
 
 def validate_pids_max(value: IntOrMax) -> IntOrMax:
-    if value is MAX:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= PIDS_LIMIT:
-        raise InvalidLimit("pids.max", value, f"a count 0..{PIDS_LIMIT} or 'max'")
-    return value
+    allowed = f"a count 0..{PIDS_LIMIT} or 'max'"
+    return check_int_or_max("pids.max", value, 0, PIDS_LIMIT, allowed)
 
 
 def read_pids_current(fs: CgroupFS, cgroup: str) -> int | None:
