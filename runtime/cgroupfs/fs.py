@@ -33,6 +33,7 @@ T = TypeVar("T")
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 DEFAULT_LEAF = "supervisor"
+_EVACUATE_TRIES = 5
 
 
 class CgroupFS:
@@ -162,7 +163,9 @@ class CgroupFS:
     def walk(self, start: str = "", max_depth: int | None = None) -> Iterator[str]:
         """Every cgroup under ``start`` (itself first), depth-first, tolerating churn.
 
-        A cgroup removed while walking is simply not yielded (or its subtree is cut short).
+        A cgroup removed before it is listed is not yielded and a removed subtree is cut
+        short, but a yielded cgroup may vanish before the caller reads it: readers raise
+        CgroupGone for that, which callers walking a live tree must expect.
         """
         base = normalize(start)
         stack: list[tuple[str, int]] = [(base, 0)]
@@ -243,8 +246,9 @@ class CgroupFS:
     ) -> list[str]:
         """Enable ``wanted`` for the children of ``cgroup``; returns the newly enabled ones.
 
-        "No internal processes": a non-root cgroup with controllers in subtree_control cannot
-        hold processes, so any it holds are first moved into the child ``leaf``.
+        "No internal processes": a non-root cgroup cannot hold processes once a domain
+        controller (memory, io, ...) is in its subtree_control (EBUSY; the threaded cpu,
+        cpuset and pids are let through), so any it holds are first moved into ``leaf``.
         """
         name = normalize(cgroup)
         wanted = list(dict.fromkeys(wanted))
@@ -254,10 +258,19 @@ class CgroupFS:
         todo = [c for c in wanted if c not in self.subtree_control(name)]
         if not todo:
             return []
-        if name:
-            self._evacuate(name, leaf)
-        self.write(name, "cgroup.subtree_control", " ".join(f"+{c}" for c in todo))
-        return todo
+        line = " ".join(f"+{c}" for c in todo)
+        for attempt in range(_EVACUATE_TRIES):
+            if name:
+                self._evacuate(name, leaf)
+            try:
+                self.write(name, "cgroup.subtree_control", line)
+                return todo
+            except WriteRejected as e:
+                # A process that forked between the move and the write left its child
+                # behind: move the stragglers and try again.
+                if e.errno != errno.EBUSY or not name or attempt == _EVACUATE_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def delegate(self, cgroup: str, wanted: Iterable[str], *, leaf: str = DEFAULT_LEAF) -> None:
         """Make ``wanted`` usable *in* ``cgroup``: enable them in every ancestor's

@@ -154,5 +154,7 @@ def write_io_max(
 
 
 def write_io_weight(fs: CgroupFS, cgroup: str, weight: int, device: Device | None = None) -> None:
+    """The default weight, or one device's. A per-device weight is refused (EOPNOTSUPP)
+    until iocost is enabled for that device in the root's io.cost.qos."""
     target = "default" if device is None else str(device)
     fs.write(cgroup, "io.weight", f"{target} {validate_io_weight(weight)}")
