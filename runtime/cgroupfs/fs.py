@@ -259,7 +259,8 @@ class CgroupFS:
         if not todo:
             return []
         line = " ".join(f"+{c}" for c in todo)
-        for attempt in range(_EVACUATE_TRIES):
+        tries = 0
+        while True:
             if name:
                 self._evacuate(name, leaf)
             try:
@@ -268,9 +269,9 @@ class CgroupFS:
             except WriteRejected as e:
                 # A process that forked between the move and the write left its child
                 # behind: move the stragglers and try again.
-                if e.errno != errno.EBUSY or not name or attempt == _EVACUATE_TRIES - 1:
+                tries += 1
+                if e.errno != errno.EBUSY or not name or tries >= _EVACUATE_TRIES:
                     raise
-        raise AssertionError("unreachable")
 
     def delegate(self, cgroup: str, wanted: Iterable[str], *, leaf: str = DEFAULT_LEAF) -> None:
         """Make ``wanted`` usable *in* ``cgroup``: enable them in every ancestor's
