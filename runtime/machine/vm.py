@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,11 +56,10 @@ class MachineSpec:
 
 
 def build_command(
-    spec: MachineSpec, argv: Sequence[str], req: Requirements, disk_path: str | None = None
+    spec: MachineSpec, script: str, req: Requirements, disk_path: str | None = None
 ) -> list[str]:
-    """The vng command line that runs ``argv`` in the guest (no side effects)."""
-    if not argv:
-        raise MachineError("no command given: corral machine run [OPTIONS] -- CMD [ARG...]")
+    """The vng command line that boots the machine and runs the host file ``script``
+    (written from guest_script()) in it. No side effects."""
     assert req.kernel and req.vng
     cmd = [req.vng, "--run", req.kernel, "--force-9p", "--memory", spec.memory]
     cmd += ["--cpus", str(spec.cpus)]
@@ -73,11 +73,16 @@ def build_command(
         fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in spec.forwards)
         # Attached with "=": a separate word starting with "-" reads as an option to vng.
         cmd.append(f"--qemu-opts=-netdev user,id=fwd,{fwd} -device virtio-net-pci,netdev=fwd")
-    cmd += ["--exec", _guest_script(spec, argv)]
+    # The command travels on the kernel command line, which holds 2048 bytes on x86: a
+    # longer one is cut and the guest hangs. So only the script's path goes that way.
+    cmd += ["--exec", f"sh {shlex.quote(script)}"]
     return cmd
 
 
-def _guest_script(spec: MachineSpec, argv: Sequence[str]) -> str:
+def guest_script(spec: MachineSpec, argv: Sequence[str]) -> str:
+    """The shell script the guest runs: the guest helper, then ``argv``."""
+    if not argv:
+        raise MachineError("no command given: corral machine run [OPTIONS] -- CMD [ARG...]")
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -91,7 +96,7 @@ def _guest_script(spec: MachineSpec, argv: Sequence[str]) -> str:
         guest += ["--out", spec.out]
     words = ["env", *(f"{k}={v}" for k, v in env.items()), *guest, "--", *argv]
     # The serial console can swallow the first bytes the guest prints: start on a newline.
-    return f"echo; cd {shlex.quote(spec.cwd)} && exec {shlex.join(words)}"
+    return f"echo\ncd {shlex.quote(spec.cwd)} && exec {shlex.join(words)}\n"
 
 
 def run(spec: MachineSpec, argv: Sequence[str], req: Requirements | None = None) -> int:
@@ -106,7 +111,12 @@ def run(spec: MachineSpec, argv: Sequence[str], req: Requirements | None = None)
         )
     if spec.out:
         os.makedirs(spec.out, exist_ok=True)
+    script = guest_script(spec, argv)
+    # The guest sees the host's filesystem, so files in this directory reach it as they are.
     with tempfile.TemporaryDirectory(prefix="corral-machine-") as scratch:
+        script_path = os.path.join(scratch, "run.sh")
+        with open(script_path, "w") as f:
+            f.write(script)
         disk_path = None
         if spec.disk:
             disk_path = os.path.join(scratch, "disk.img")
@@ -114,7 +124,7 @@ def run(spec: MachineSpec, argv: Sequence[str], req: Requirements | None = None)
                 size = parse_size(spec.disk)
                 assert isinstance(size, int)  # validate() refused anything else
                 f.truncate(size)
-        cmd = build_command(spec, argv, req, disk_path)
+        cmd = build_command(spec, script_path, req, disk_path)
         env = dict(os.environ)
         # vng calls its helper virtme-run through PATH.
         env["PATH"] = os.path.dirname(req.vng or "") + os.pathsep + env.get("PATH", "")
@@ -127,21 +137,42 @@ def run(spec: MachineSpec, argv: Sequence[str], req: Requirements | None = None)
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=scratch,
+            start_new_session=True,  # vng, virtme-run and qemu: one group to stop together
         )
-        pump = threading.Thread(target=_copy_output, args=(proc,), daemon=True)
-        pump.start()
-        try:
-            status = proc.wait(timeout=spec.timeout)
-            pump.join()
-            return status
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        return _wait(proc, spec.timeout)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> int:
+    """Stream the output until the machine powers off; on timeout, SIGTERM or Ctrl-C, stop
+    the whole process group so that no qemu is left running."""
+    pump = threading.Thread(target=_copy_output, args=(proc,), daemon=True)
+    pump.start()
+    previous = _on_sigterm_exit()
+    try:
+        status = proc.wait(timeout=timeout)
+        pump.join()
+        return status
+    except subprocess.TimeoutExpired:
+        raise MachineError(f"the machine did not finish within {timeout:g} s") from None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            raise MachineError(f"the machine did not finish within {spec.timeout:g} s") from None
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait()
-            raise
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm_exit() -> signal.Handlers | None:
+    """Turn SIGTERM into SystemExit so the cleanup above runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, stop)
+    return previous  # type: ignore[return-value]
 
 
 # qemu's own warning about the raw scratch disk says nothing the user can act on.

@@ -12,6 +12,7 @@ import pytest
 
 from runtime.machine import MachineError, MachineSpec, Requirements, build_command, run
 from runtime.machine.requirements import find_kernel
+from runtime.machine.vm import guest_script
 
 READY = Requirements(
     qemu="/usr/bin/qemu-system-x86_64",
@@ -26,7 +27,7 @@ def test_command_disables_kvm_and_passes_every_option() -> None:
     spec = MachineSpec(
         memory="2G", cpus=1, out="/tmp/o", forwards=((9464, 9464), (8000, 80)), cwd="/src"
     )
-    cmd = build_command(spec, ["pytest", "-k", "a b"], READY, disk_path="/tmp/d.img")
+    cmd = build_command(spec, "/tmp/x/run.sh", READY, disk_path="/tmp/d.img")
     assert cmd[:3] == ["/venv/bin/vng", "--run", "/boot/vmlinuz-6.1.0-56-amd64"]
     assert "--disable-kvm" in cmd
     assert cmd[cmd.index("--memory") + 1] == "2G"
@@ -35,7 +36,9 @@ def test_command_disables_kvm_and_passes_every_option() -> None:
     assert cmd[cmd.index("--disk") + 1] == "/tmp/d.img"
     qemu = next(word for word in cmd if word.startswith("--qemu-opts=-netdev user,"))
     assert "hostfwd=tcp:127.0.0.1:9464-:9464,hostfwd=tcp:127.0.0.1:8000-:80" in qemu
-    script = cmd[cmd.index("--exec") + 1]
+    # Only the script's path rides on the kernel command line (2048 bytes on x86).
+    assert cmd[cmd.index("--exec") + 1] == "sh /tmp/x/run.sh"
+    script = guest_script(spec, ["pytest", "-k", "a b"])
     assert "cd /src &&" in script
     # The user's words survive the shell intact, after the guest helper and "--".
     words = shlex.split(script.split("exec ", 1)[1])
@@ -45,7 +48,7 @@ def test_command_disables_kvm_and_passes_every_option() -> None:
 
 def test_kvm_is_used_only_when_shown_to_work() -> None:
     usable = Requirements(READY.qemu, READY.kernel, READY.vng, True, "ok")
-    assert "--disable-kvm" not in build_command(MachineSpec(), ["true"], usable)
+    assert "--disable-kvm" not in build_command(MachineSpec(), "/tmp/run.sh", usable)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,7 @@ def test_missing_requirements_name_the_package_and_the_fix() -> None:
 
 def test_no_command_is_an_error() -> None:
     with pytest.raises(MachineError, match="no command given"):
-        build_command(MachineSpec(), [], READY)
+        guest_script(MachineSpec(), [])
 
 
 def test_find_kernel_prefers_newest_generic_kernel(tmp_path: Path) -> None:
