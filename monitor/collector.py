@@ -1,0 +1,305 @@
+"""The collector: each poll reads every file monitor/sample.py lists, for every discovered
+cgroup, into one immutable HostSample, and builds that poll's Snapshot.
+
+Files are read through kept-open fds with pread (runtime.cgroupfs.openfiles): about 1 us a
+file instead of 5, and an unchanged file's text is not parsed again; the parsed object, and
+a whole CgroupSample whose every figure is unchanged, is the previous poll's very object, so
+idle cgroups cost little time and, in the history, little memory.
+
+Errors never raise out of a poll; they are counted in ``HostSample.errors`` by kind:
+``gone`` a cgroup vanished while it was read (dropped from this sample: a normal event),
+``parse`` a file's text did not parse (that figure is None), ``read`` any other failed read
+(that figure is None), ``discovery`` a directory that could not be listed, ``internal`` a
+bug (logged with its traceback). Each distinct message is logged once.
+
+Limits: any process with write access can change a limit at any moment, and the kernel sends
+no notification for it (kernfs_notify fires for cgroup.events and memory.events, not for
+writes to limit files). So by default (``limits_every=1``) limits are re-read every poll;
+unchanged, that is one pread and no parse per file. With ``limits_every=N`` each cgroup's
+limits are re-read every N-th poll (staggered across cgroups) and may be up to N-1 polls
+stale in between; ``limits_changed(path)`` forces a re-read at the next poll (corral's own
+actuator calls it after writing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from operator import attrgetter, is_
+from typing import Any
+
+from monitor.discovery import Discovery
+from monitor.naming import Namer
+from monitor.sample import CgroupSample, HostSample, Limits
+from monitor.snapshot import Snapshot, build_snapshot
+from runtime.cgroupfs import CgroupError, CgroupFS, CgroupGone, ParseError, normalize
+from runtime.cgroupfs.core import parse_cgroup_events
+from runtime.cgroupfs.cpu import parse_cpu_max, parse_cpu_stat
+from runtime.cgroupfs.formats import parse_int, parse_int_or_max
+from runtime.cgroupfs.io import parse_io_max, parse_io_stat
+from runtime.cgroupfs.memory import parse_memory_events, parse_memory_stat
+from runtime.cgroupfs.openfiles import DEFAULT_FD_LIMIT, OpenFiles
+from runtime.cgroupfs.pids import parse_pids_events
+from runtime.cgroupfs.pressure import Pressure, parse_pressure
+
+log = logging.getLogger(__name__)
+
+Table = tuple[tuple[str, str, Callable[[str, str], Any]], ...]
+
+
+def count_procs(text: str, source: str = "cgroup.procs") -> int:
+    """cgroup.procs: one pid per line, each ended by a newline."""
+    return text.count("\n")
+
+
+# (kernel file, CgroupSample field, parser), read every poll.
+STATS: Table = (
+    ("cpu.stat", "cpu", parse_cpu_stat),
+    ("memory.current", "memory_current", parse_int),
+    ("memory.peak", "memory_peak", parse_int),
+    ("memory.stat", "memory_stat", parse_memory_stat),
+    ("memory.events", "memory_events", parse_memory_events),
+    ("memory.swap.current", "swap_current", parse_int),
+    ("io.stat", "io", parse_io_stat),
+    ("pids.current", "pids_current", parse_int),
+    ("pids.events", "pids_events", parse_pids_events),
+    ("cgroup.events", "events", parse_cgroup_events),
+    ("cgroup.procs", "nr_procs", count_procs),
+)
+PRESSURE: Table = tuple((f"{r}.pressure", r, parse_pressure) for r in ("cpu", "memory", "io"))
+LIMITS: Table = (
+    ("cpu.max", "cpu_max", parse_cpu_max),
+    ("cpu.weight", "cpu_weight", parse_int),
+    ("memory.min", "memory_min", parse_int_or_max),
+    ("memory.low", "memory_low", parse_int_or_max),
+    ("memory.high", "memory_high", parse_int_or_max),
+    ("memory.max", "memory_max", parse_int_or_max),
+    ("memory.swap.max", "swap_max", parse_int_or_max),
+    ("io.max", "io_max", parse_io_max),
+    ("pids.max", "pids_max", parse_int_or_max),
+)
+# The files whose text decides which of the others a cgroup has (see OpenFiles.refresh_absent).
+WITNESSES = ("cgroup.controllers", "cgroup.pressure")
+
+_STAT_FIELDS = tuple(field for _, field, _ in STATS)
+_LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
+_stat_values = attrgetter(*_STAT_FIELDS)
+_limit_values = attrgetter(*_LIMIT_FIELDS)
+_MAX_LOGGED = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    """What to collect: see monitor.discovery for the globs, the module docstring for
+    ``limits_every``. ``fd_limit`` bounds the kept-open fds (clipped to RLIMIT_NOFILE)."""
+
+    subtree: str = ""
+    include: tuple[str, ...] = ("**",)
+    exclude: tuple[str, ...] = ()
+    max_depth: int | None = None
+    fd_limit: int = DEFAULT_FD_LIMIT
+    limits_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.limits_every < 1:
+            raise ValueError(f"limits_every {self.limits_every}: expected a poll count >= 1")
+        if self.fd_limit < 0:
+            raise ValueError(f"fd_limit {self.fd_limit}: expected a count >= 0")
+        if self.max_depth is not None and self.max_depth < 0:
+            raise ValueError(f"max_depth {self.max_depth}: expected None or a depth >= 0")
+        normalize(self.subtree)  # raises InvalidPath naming it
+
+
+class Collector:
+    """Polls the cgroups ``config`` selects. ``poll()`` is called from one poller thread
+    (a lock makes a stray concurrent call wait); the Snapshots it returns are shared."""
+
+    def __init__(
+        self, fs: CgroupFS, config: CollectorConfig | None = None, namer: Namer | None = None
+    ) -> None:
+        self.fs = fs
+        self.config = c = config if config is not None else CollectorConfig()
+        self.namer = namer if namer is not None else Namer()
+        self._files = OpenFiles(fs.root, c.fd_limit)
+        self._discovery = Discovery(
+            fs, c.subtree, c.include, c.exclude, c.max_depth, files=self._files
+        )
+        self._lock = threading.Lock()
+        self._prev: HostSample | None = None
+        self._inodes: dict[str, int] = {}
+        self._recreated: frozenset[str] = frozenset()
+        self._stale_limits: set[str] = set()
+        self._logged: set[str] = set()
+        self._seq = 0  # snapshots made
+        self._reads = 0  # samples read (by poll or read_sample)
+        self._closed = False
+
+    @property
+    def open_fds(self) -> int:
+        """fds held open right now (at most ``fd_bound``)."""
+        return self._files.open_count
+
+    @property
+    def fd_bound(self) -> int:
+        """The bound in force: ``config.fd_limit`` clipped to RLIMIT_NOFILE."""
+        return self._files.limit
+
+    @property
+    def opens(self) -> int:
+        """open(2) calls made so far; it stops growing once every file is kept open."""
+        return self._files.opens
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every fd. Polling a closed collector is a programming error."""
+        with self._lock:
+            self._files.close()
+            self._closed = True
+
+    def limits_changed(self, path: str) -> None:
+        """Re-read the limits of ``path`` at the next poll (for ``limits_every`` > 1)."""
+        self._stale_limits.add(normalize(path))
+
+    def poll(self) -> Snapshot:
+        """Read a sample, name its cgroups and model it against the previous one."""
+        with self._lock:
+            start = time.perf_counter()
+            prev = self._prev
+            cur = self._read_sample()
+            if prev is not None and self._recreated:
+                # Same path, new cgroup: its counters restarted, so no rate against the old.
+                kept = {p: s for p, s in prev.cgroups.items() if p not in self._recreated}
+                prev = replace(prev, cgroups=kept)
+            names = self.namer.names(cur.cgroups)
+            self._seq += 1
+            snap = build_snapshot(prev, cur, seq=self._seq, names=names, collect_seconds=0.0)
+            return replace(snap, collect_seconds=time.perf_counter() - start)
+
+    def read_sample(self) -> HostSample:
+        """One poll's raw sample (it also becomes the previous sample for ``poll``)."""
+        with self._lock:
+            return self._read_sample()
+
+    # -- one poll ----------------------------------------------------------------------------
+
+    def _read_sample(self) -> HostSample:
+        if self._closed:
+            raise RuntimeError("this Collector is closed")
+        errors: Counter[str] = Counter()
+        before_errors = self._discovery.errors
+        paths = self._discovery.poll()
+        errors["discovery"] += self._discovery.errors - before_errors
+        inodes = dict(self._discovery.inodes)
+        recreated = {p for p, ino in inodes.items() if self._inodes.get(p, ino) != ino}
+        for path in recreated:
+            self._files.forget(path)
+        self._files.retain(inodes)
+        prev = self._prev.cgroups if self._prev is not None else {}
+        # The sample's instant: just before the first read. Every poll reads the cgroups in
+        # the same order, so a cgroup's offset from it is about the same each poll and
+        # cancels out of its rates.
+        wall, mono = time.time(), time.monotonic()
+        cgroups: dict[str, CgroupSample] = {}
+        for path in paths:
+            sample = self._read_one(path, None if path in recreated else prev.get(path), errors)
+            if sample is not None:
+                cgroups[path] = sample
+        self._inodes, self._recreated = inodes, frozenset(recreated)
+        self._reads += 1
+        self._prev = HostSample(wall, mono, cgroups, {k: n for k, n in errors.items() if n})
+        return self._prev
+
+    def _read_one(
+        self, path: str, before: CgroupSample | None, errors: Counter[str]
+    ) -> CgroupSample | None:
+        try:
+            return self._read_cgroup(path, before, errors)
+        except CgroupGone:
+            errors["gone"] += 1
+        except Exception as e:
+            errors["internal"] += 1
+            if self._first(f"internal {path} {e!r}"):
+                log.exception("collector: reading cgroup %r failed", path)
+        return None
+
+    def _read_cgroup(
+        self, path: str, before: CgroupSample | None, errors: Counter[str]
+    ) -> CgroupSample:
+        self._files.refresh_absent(path, WITNESSES)
+        stats = self._table(path, STATS, errors)
+        pressure: Mapping[str, Pressure] = self._table(path, PRESSURE, errors)
+        limits = self._limits(path, before, errors)
+        if before is not None:
+            if pressure.keys() == before.pressure.keys() and _same(pressure, before.pressure):
+                pressure = before.pressure
+            if (
+                limits is before.limits
+                and pressure is before.pressure
+                and _same_fields(stats, _stat_values(before), _STAT_FIELDS)
+            ):
+                return before  # nothing changed: share the previous poll's object
+        return CgroupSample(path=path, pressure=pressure, limits=limits, **stats)
+
+    def _limits(self, path: str, before: CgroupSample | None, errors: Counter[str]) -> Limits:
+        every = self.config.limits_every
+        if before is not None and every > 1 and path not in self._stale_limits:
+            stagger = zlib.crc32(path.encode("utf-8", "surrogateescape"))
+            if (self._reads + stagger) % every:
+                return before.limits
+        self._stale_limits.discard(path)
+        values = self._table(path, LIMITS, errors)
+        if before is not None and _same_fields(values, _limit_values(before.limits), _LIMIT_FIELDS):
+            return before.limits
+        return Limits(**values)
+
+    def _table(self, path: str, table: Table, errors: Counter[str]) -> dict[str, Any]:
+        """field -> parsed value for each file of ``table`` that ``path`` has."""
+        out: dict[str, Any] = {}
+        parsed = self._files.parsed
+        for name, field, parse in table:
+            try:
+                value = parsed(path, name, parse)
+            except CgroupGone:
+                raise
+            except ParseError as e:
+                self._count(errors, "parse", e)
+                continue
+            except CgroupError as e:
+                self._count(errors, "read", e)
+                continue
+            if value is not None:
+                out[field] = value
+        return out
+
+    def _count(self, errors: Counter[str], kind: str, error: Exception) -> None:
+        errors[kind] += 1
+        if self._first(f"{kind} {error}"):
+            log.warning("collector: %s error: %s", kind, error)
+
+    def _first(self, message: str) -> bool:
+        """True the first time ``message`` is seen (bounded, so logs cannot flood)."""
+        if message in self._logged or len(self._logged) >= _MAX_LOGGED:
+            return False
+        self._logged.add(message)
+        return True
+
+
+def _same(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """Every value of ``new`` is the very object ``old`` holds under the same key."""
+    return all(old.get(k) is v for k, v in new.items())
+
+
+def _same_fields(values: dict[str, Any], old: tuple[Any, ...], names: tuple[str, ...]) -> bool:
+    """``old`` (the fields ``names`` of the previous record) are exactly ``values``, by
+    identity; a field absent from ``values`` is None."""
+    return all(map(is_, old, map(values.get, names)))

@@ -1,0 +1,237 @@
+"""One snapshot as Prometheus exposition bytes, rendered once per format and served to every
+scrape.
+
+``families`` turns a snapshot into fresh prometheus_client *MetricFamily objects (a custom
+collector's job; nothing here is registered globally); ``Rendered`` renders them lazily, on
+the first scrape that wants a format, with prometheus_client's own text and OpenMetrics
+writers (label values escaped there), keeps the bytes and their gzip, and hands the same
+bytes to every later scrape of that snapshot.
+"""
+
+from __future__ import annotations
+
+import enum
+import gzip
+import os
+import platform
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from prometheus_client import exposition
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
+from prometheus_client.metrics_core import Metric as Family
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.registry import Collector
+
+from monitor.exporter.metrics import CGROUP_INFO, CGROUP_METRICS, SELF_METRICS, Metric
+from monitor.snapshot import CgroupName, Snapshot
+from runtime.cgroupfs.io import Device
+
+Numeric = CounterMetricFamily | GaugeMetricFamily
+
+
+class Format(enum.Enum):
+    TEXT = "text"
+    OPENMETRICS = "openmetrics"
+
+
+CONTENT_TYPES = {
+    Format.TEXT: exposition.CONTENT_TYPE_PLAIN_0_0_4,
+    Format.OPENMETRICS: openmetrics.CONTENT_TYPE_LATEST,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportView:
+    """Everything one rendering needs: the snapshot, the poll errors counted since start
+    (the snapshot holds one poll's), the poll interval (for the HELP texts), sysfs (for
+    device names) and corral_build_info's labels."""
+
+    snapshot: Snapshot
+    errors_total: Mapping[str, int]
+    interval: float
+    sysfs: str = "/sys"
+    build: Mapping[str, str] = field(default_factory=lambda: build_labels())
+
+
+class DeviceNames:
+    """MAJ:MIN -> the kernel's device name (DEVNAME in /sys/dev/block/MAJ:MIN/uevent, e.g.
+    "vda", "nvme0n1", "dm-0"), else "MAJ:MIN". Each name is read once per rendering."""
+
+    def __init__(self, sysfs: str = "/sys") -> None:
+        self.sysfs = sysfs
+        self._names: dict[Device, str] = {}
+
+    def __call__(self, device: Device) -> str:
+        name = self._names.get(device)
+        if name is None:
+            name = self._names[device] = self._read(device)
+        return name
+
+    def _read(self, device: Device) -> str:
+        path = os.path.join(self.sysfs, "dev", "block", str(device), "uevent")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    key, _, value = line.strip().partition("=")
+                    if key == "DEVNAME" and value:
+                        return value
+        except OSError:
+            pass
+        return str(device)
+
+
+def cgroup_label(path: str) -> str:
+    """The ``cgroup`` label: the path below the root, "/" for the root. A directory name
+    that is not UTF-8 (os.scandir hands its bytes over as surrogates) is shown with
+    backslash escapes, so it cannot break the exposition's encoding."""
+    return safe_text(path) if path else "/"
+
+
+def safe_text(text: str) -> str:
+    """``text`` with any undecodable bytes (surrogates) written as backslash escapes."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a byte (e.g. JSON)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def families(view: ExportView) -> list[Family]:
+    """Fresh metric families for every catalogue entry, from one snapshot."""
+    names = DeviceNames(view.sysfs)
+    cgroups = sorted(view.snapshot.sample.cgroups.items())
+    out: list[Family] = []
+    for metric in CGROUP_METRICS:
+        assert metric.extract is not None
+        family = _numeric(metric, ("cgroup", *metric.labels), view.interval)
+        for path, sample in cgroups:
+            for labels, value in metric.extract(sample, names):
+                family.add_metric([cgroup_label(path), *labels], value)
+        if family.samples:
+            out.append(family)
+    out.append(_cgroup_info(view))
+    out.extend(_self_metrics(view))
+    return out
+
+
+def _help(metric: Metric, interval: float) -> str:
+    """The catalogue's text plus where the figure comes from and how old it can be (no
+    sample carries a timestamp: cAdvisor's timestamped cached values were its fault)."""
+    if metric in SELF_METRICS:
+        return f"{metric.help} corral serve polls every {interval:g}s."
+    return (
+        f"{metric.help} From {metric.source}; polled every {interval:g}s, so as old as"
+        " time() - corral_last_collect_timestamp_seconds."
+    )
+
+
+def _numeric(metric: Metric, labels: tuple[str, ...], interval: float) -> Numeric:
+    text = _help(metric, interval)
+    if metric.type == "counter":
+        return CounterMetricFamily(metric.name, text, labels=labels, unit=metric.unit)
+    return GaugeMetricFamily(metric.name, text, labels=labels, unit=metric.unit)
+
+
+def _info(metric: Metric, labels: tuple[str, ...], interval: float) -> InfoMetricFamily:
+    name = metric.name.removesuffix("_info")
+    return InfoMetricFamily(name, _help(metric, interval), labels=labels)
+
+
+def _cgroup_info(view: ExportView) -> Family:
+    family = _info(CGROUP_INFO, ("cgroup",), view.interval)
+    for path in sorted(view.snapshot.sample.cgroups):
+        label = cgroup_label(path)
+        name = view.snapshot.names.get(path) or CgroupName(path, "cgroup", label)
+        info = {"kind": name.kind, "name": name.name, "id": name.id}
+        family.add_metric([label], {k: safe_text(v) for k, v in info.items()})
+    return family
+
+
+def _self_metrics(view: ExportView) -> Iterator[Family]:
+    snap = view.snapshot
+    errors = sorted(view.errors_total.items())
+    values: dict[str, list[tuple[list[str], float]]] = {
+        "corral_last_collect_timestamp_seconds": [([], snap.sample.wall_time)],
+        "corral_collect_interval_seconds": [([], view.interval)],
+        "corral_collect_duration_seconds": [([], snap.collect_seconds)],
+        "corral_polls_total": [([], float(snap.seq))],
+        "corral_cgroups": [([], float(len(snap.sample.cgroups)))],
+        "corral_collect_errors_total": [([k], float(n)) for k, n in errors],
+    }
+    for metric in SELF_METRICS:
+        if metric.type == "info":
+            info = _info(metric, metric.labels, view.interval)
+            info.add_metric([], dict(view.build))
+            yield info
+            continue
+        family = _numeric(metric, metric.labels, view.interval)
+        for labels, value in values[metric.name]:
+            family.add_metric(labels, value)
+        yield family
+
+
+def build_labels() -> dict[str, str]:
+    """corral_build_info's labels: corral's version and Python's."""
+    try:
+        version = metadata.version("corral")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"version": version, "python": platform.python_version()}
+
+
+class _Families(Collector):
+    """What the exposition writers iterate: the families already built."""
+
+    def __init__(self, built: list[Family]) -> None:
+        self._built = built
+
+    def collect(self) -> Iterator[Family]:
+        return iter(self._built)
+
+
+def render(built: list[Family], fmt: Format) -> bytes:
+    if fmt is Format.OPENMETRICS:
+        data: bytes = openmetrics.generate_latest(_Families(built))  # type: ignore[no-untyped-call]
+        return data
+    return exposition.generate_latest(_Families(built))
+
+
+class Rendered:
+    """One snapshot's exposition: each (format, gzip) rendered at most once, on demand.
+
+    A scrape reads a ready body without locking; the first scrape that wants a format
+    renders it under the lock while others wanting it wait, so no body is built twice."""
+
+    def __init__(self, view: ExportView) -> None:
+        self.view = view
+        self._lock = threading.Lock()
+        self._families: list[Family] | None = None
+        self._bodies: dict[tuple[Format, bool], bytes] = {}
+
+    def body(self, fmt: Format, gzipped: bool = False) -> bytes:
+        ready = self._bodies.get((fmt, gzipped))
+        if ready is not None:
+            return ready
+        with self._lock:
+            if (fmt, gzipped) not in self._bodies:
+                self._render(fmt)
+            return self._bodies[(fmt, gzipped)]
+
+    def _render(self, fmt: Format) -> None:
+        if self._families is None:
+            self._families = families(self.view)
+        plain = render(self._families, fmt)
+        # mtime=0: the same snapshot always compresses to the same bytes.
+        self._bodies[(fmt, True)] = gzip.compress(plain, compresslevel=6, mtime=0)
+        self._bodies[(fmt, False)] = plain
+        if all((f, False) in self._bodies for f in Format):
+            self._families = None  # both formats are bytes now: free the sample objects

@@ -1,0 +1,128 @@
+"""`corral serve`: refusals with their exit status and words, and the real command against
+the host's cgroup2, stopped by SIGINT, logging one line per event (sd-daemon priorities
+when stderr is the journal)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from corral.cli import main
+from corral.cli.serve import NO_ENFORCER, JournalFormatter
+
+CORRAL = str(Path(sys.executable).with_name("corral"))
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["serve", *args])
+    return result.exit_code, result.output
+
+
+def test_without_no_enforce_it_says_the_enforcer_is_not_there_and_exits_2() -> None:
+    assert invoke() == (2, NO_ENFORCER + "\n")
+    assert "the enforcer arrives with the enforce issue" in NO_ENFORCER
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--listen", "localhost"], "--listen 'localhost': expected HOST:PORT like 127.0.0.1:9847"),
+        (["--interval", "0s"], "'0s': expected a duration 100ms..60m like 1s or 500ms"),
+        (["--interval", "fast"], "'fast': expected a duration 100ms..60m like 1s or 500ms"),
+        (["--subtree", "../etc"], "'..' is not allowed"),
+        (["--max-depth", "-1"], "-1 is not in the range x>=0"),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option(args: list[str], words: str) -> None:
+    status, output = invoke("--no-enforce", *args)
+    assert status == 2
+    assert words in " ".join(output.split()), output
+
+
+def test_a_bad_web_config_exits_2_with_its_message(tmp_path: Path) -> None:
+    config = tmp_path / "web.yml"
+    config.write_text("basic_auth_users: {prom: hunter2}\n")
+    status, output = invoke("--no-enforce", "--web-config", str(config))
+    assert status == 2
+    assert f"{config}: basic_auth_users.prom: not a bcrypt hash" in " ".join(output.split())
+
+
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log = (tmp_path / "serve.log").open("wb")
+    argv = [CORRAL, "serve", "--no-enforce", "--interval", "200ms", *args]
+    return subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, **(env or {})})
+
+
+def wait_log(tmp_path: Path, proc: subprocess.Popen[bytes], pattern: str) -> re.Match[str]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = re.search(pattern, (tmp_path / "serve.log").read_text())
+        if found:
+            return found
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError((tmp_path / "serve.log").read_text())
+
+
+def test_serve_runs_on_the_host_and_stops_on_sigint(tmp_path: Path) -> None:
+    proc = start(tmp_path, "--listen", "127.0.0.1:0", "--max-depth", "0")
+    url = wait_log(tmp_path, proc, r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        body = resp.read().decode()
+    assert 'corral_cgroup_info{cgroup="/",id="",kind="cgroup",name="/"} 1.0' in body
+    assert "corral_cgroups 1.0" in body  # --max-depth 0: the root alone
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - began < 3
+    lines = (tmp_path / "serve.log").read_text().splitlines()
+    assert lines[0].startswith(f"info: corral.serve: listening on {url} (/metrics, /healthz); ")
+    assert lines[1:] == ["info: corral.serve: stopping on SIGINT", "info: corral.serve: stopped"]
+
+
+def test_log_lines_carry_sd_daemon_priorities_when_stderr_is_the_journal(
+    tmp_path: Path,
+) -> None:
+    log_file = tmp_path / "serve.log"
+    log_file.touch()
+    st = log_file.stat()
+    proc = start(
+        tmp_path, "--listen", "127.0.0.1:0", env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    )
+    wait_log(tmp_path, proc, r"<6>corral\.serve: listening on http://")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert log_file.read_text().splitlines()[-1] == "<6>corral.serve: stopped"
+
+
+def test_a_busy_port_and_a_root_that_is_not_cgroup2_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = start(tmp_path, "--listen", f"127.0.0.1:{port}")
+        assert proc.wait(timeout=20) == 1
+    message = f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert (tmp_path / "serve.log").read_text().strip() == message
+    proc = start(tmp_path, "--cgroup-root", str(tmp_path))
+    assert proc.wait(timeout=20) == 1
+    assert f"Error: {tmp_path} is not a cgroup2 mount" in (tmp_path / "serve.log").read_text()
+
+
+def test_journal_formatter_writes_one_line_per_event() -> None:
+    record = logging.LogRecord("corral.agent", logging.ERROR, __file__, 1, "a\nb", None, None)
+    assert JournalFormatter(journal=True).format(record) == "<3>corral.agent: a | b"
+    assert JournalFormatter(journal=False).format(record) == "error: corral.agent: a | b"
