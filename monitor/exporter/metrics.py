@@ -303,9 +303,11 @@ SELF_METRICS: list[Metric] = [
     Metric("corral_polls_total", _C, "", "the poller", "Polls completed since start."),
     Metric("corral_cgroups", _G, "", "the poller", "Cgroups read by the last poll."),
     Metric("corral_collect_errors_total", _C, "", "the poller",
-           "Poll problems since start, by kind: gone (a cgroup vanished mid-read, a normal"
-           " event), parse, read, discovery, internal (monitor/collector.py), poll (a whole"
-           " poll failed).", ("kind",)),
+           "Poll failures since start, by kind: parse, read, discovery, internal"
+           " (monitor/collector.py), poll (a whole poll failed).", ("kind",)),
+    Metric("corral_cgroups_vanished_total", _C, "", "the poller",
+           "Cgroups removed while a poll was reading them (ENOENT/ENODEV), since start: normal"
+           " churn, not an error; they are left out of that poll."),
     Metric("corral_build_info", "info", "", "corral", "corral's version and Python's.",
            ("version", "python")),
 ]  # fmt: skip

@@ -158,7 +158,10 @@ def _cgroup_info(view: ExportView) -> Family:
 
 def _self_metrics(view: ExportView) -> Iterator[Family]:
     snap = view.snapshot
-    errors = sorted(view.errors_total.items())
+    # A cgroup that vanished mid-read is churn, not a failure: an alert on errors must not
+    # fire whenever a container stops, so "gone" gets its own counter.
+    errors = sorted((k, n) for k, n in view.errors_total.items() if k != "gone")
+    vanished = float(view.errors_total.get("gone", 0))
     values: dict[str, list[tuple[list[str], float]]] = {
         "corral_last_collect_timestamp_seconds": [([], snap.sample.wall_time)],
         "corral_collect_interval_seconds": [([], view.interval)],
@@ -166,6 +169,7 @@ def _self_metrics(view: ExportView) -> Iterator[Family]:
         "corral_polls_total": [([], float(snap.seq))],
         "corral_cgroups": [([], float(len(snap.sample.cgroups)))],
         "corral_collect_errors_total": [([k], float(n)) for k, n in errors],
+        "corral_cgroups_vanished_total": [([], vanished)],
     }
     for metric in SELF_METRICS:
         if metric.type == "info":

@@ -112,3 +112,12 @@ def test_concurrent_scrapes_during_swaps_see_whole_snapshots(tmp_path: Path) -> 
     assert not problems, problems[:5]
     assert len(set(seen)) > 20, f"only {len(set(seen))} snapshots seen: swaps did not race"
     assert len(seen) > 100, len(seen)
+
+
+def test_vanished_cgroups_are_counted_apart_from_errors(tmp_path: Path) -> None:
+    snap = numbered(read_host(fixture_fs(tmp_path)), 1)
+    view = ExportView(snap, {"gone": 3, "parse": 1}, 1.0)
+    text = render.render(render.families(view), Format.TEXT).decode()
+    assert "corral_cgroups_vanished_total 3.0" in text
+    assert 'corral_collect_errors_total{kind="parse"} 1.0' in text
+    assert 'kind="gone"' not in text
