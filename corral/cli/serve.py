@@ -29,6 +29,7 @@ from monitor.exporter import DEFAULT_HOST, DEFAULT_PORT, Exporter
 from monitor.exporter.server import MetricsServer, parse_listen
 from monitor.exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from runtime.cgroupfs import CgroupError, CgroupFS
+from runtime.cgroupfs.openfiles import FD_RESERVE, raise_fd_rlimit
 
 log = logging.getLogger("corral.serve")
 PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
@@ -108,6 +109,13 @@ def parse_duration(text: str) -> float:
     help="TLS and basic auth, in the Prometheus exporters' web config format.",
 )
 @click.option(
+    "--fd-limit",
+    type=click.IntRange(min=0),
+    default=32768,
+    show_default=True,
+    help="Cgroup files kept open between polls (about 26 per cgroup; 0 reopens every file).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -123,6 +131,7 @@ def serve(
     exclude: tuple[str, ...],
     max_depth: int | None,
     web_config: str | None,
+    fd_limit: int,
     log_level: str,
 ) -> None:
     """Run the collector and the Prometheus exporter until SIGTERM or SIGINT."""
@@ -136,10 +145,11 @@ def serve(
     seconds = parse_duration(interval)
     web = _web_config(web_config)
     try:
-        config = CollectorConfig(subtree, include or ("**",), exclude, max_depth)
+        config = CollectorConfig(subtree, include or ("**",), exclude, max_depth, fd_limit)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--subtree") from None
     setup_logging(log_level)
+    raise_fd_rlimit(fd_limit + FD_RESERVE)
     try:
         fs = CgroupFS(cgroup_root) if cgroup_root else CgroupFS.discover()
     except CgroupError as e:

@@ -44,6 +44,19 @@ _FLAGS = os.O_RDONLY | os.O_CLOEXEC
 T = TypeVar("T")
 
 
+def raise_fd_rlimit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE toward ``wanted`` (never past the hard limit), as a
+    long-running reader of many kept-open files should: systemd starts services with a soft
+    limit of 1024 and a hard one of 524288 so that only programs that ask get more.
+    Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
 def fd_bound(requested: int) -> int:
     """``requested`` clipped to the soft RLIMIT_NOFILE minus FD_RESERVE (never below 0)."""
     if requested < 0:
