@@ -7,7 +7,7 @@ CORRAL := $(VENV)/bin/corral
 MACHINE_OPTS ?= --memory 2G --cpus 2 --disk 512M --timeout 1500
 PYTEST_KERNEL_OPTS ?= -p no:cacheprovider -q
 
-.PHONY: test setup lint unit kernel e2e fixtures clean
+.PHONY: test setup peers lint unit kernel e2e fixtures clean
 
 test: lint unit kernel e2e
 
@@ -17,8 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Python packages into the venv, then Debian's qemu, kernel and busybox where missing.
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed peers
 	$(CORRAL) machine setup
+
+# Debian's peers the tests run against: prometheus and promtool (exporter golden file, e2e).
+peers:
+	@command -v promtool >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -39,6 +44,19 @@ e2e: setup
 fixtures: setup
 	$(CORRAL) machine run $(MACHINE_OPTS) --out $(CURDIR)/tests/fixtures -- \
 		$(PY) tools/capture_fixtures.py $(CURDIR)/tests/fixtures/cgroupfs
+
+# Benchmarks (not part of `make test`): the C floor is compiled here, the measurements run in
+# one boot of the machine and write bench/out/results.json, then BENCHMARKS.md is written here.
+BENCH_OPTS ?=
+.PHONY: bench
+bench: setup
+	mkdir -p bench/out
+	gcc -O2 -Wall -Wextra -o bench/out/floor_read bench/floor_read.c
+	$(PY) bench/recording_size.py bench/out/recording_host.json
+	$(CORRAL) machine run --memory 2G --cpus 2 --timeout 3600 --out $(CURDIR)/bench/out -- \
+		$(PY) bench/monitor_bench.py --out $(CURDIR)/bench/out \
+		--floor $(CURDIR)/bench/out/floor_read $(BENCH_OPTS)
+	$(PY) bench/report.py bench/out/results.json BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -7,6 +7,8 @@ import click
 from corral import __version__
 from corral.cli.doctor import doctor
 from corral.cli.machine import machine
+from corral.cli.record import record_cmd
+from corral.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,3 +19,5 @@ def main() -> None:
 
 main.add_command(machine)
 main.add_command(doctor)
+main.add_command(record_cmd)
+main.add_command(serve)

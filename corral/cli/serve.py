@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from types import FrameType
 
 import click
 
+from corral.cli.durations import parse_duration
 from monitor.agent import Agent
 from monitor.collector import Collector, CollectorConfig
 from monitor.exporter import DEFAULT_HOST, DEFAULT_PORT, Exporter
@@ -33,7 +33,6 @@ from runtime.cgroupfs.openfiles import FD_RESERVE, raise_fd_rlimit
 
 log = logging.getLogger("corral.serve")
 PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 NO_ENFORCER = (
     "corral serve: the enforcer arrives with the enforce issue and is not in this version.\n"
     "Run `corral serve --no-enforce` for the collector and the Prometheus exporter alone."
@@ -71,15 +70,6 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-def parse_duration(text: str) -> float:
-    """ "1s", "500ms", "2m" or plain seconds ("1.5") -> seconds, 0.1 s to 1 h."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", text.strip())
-    seconds = float(match.group(1)) * UNITS[match.group(2) or "s"] if match else 0.0
-    if not 0.1 <= seconds <= 3600:
-        raise click.BadParameter(f"{text!r}: expected a duration 100ms..60m like 1s or 500ms")
-    return seconds
 
 
 @click.command()
@@ -142,7 +132,7 @@ def serve(
         host, port = parse_listen(listen)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--listen") from None
-    seconds = parse_duration(interval)
+    seconds = parse_duration(interval, "--interval", 0.1, 3600)
     web = _web_config(web_config)
     try:
         config = CollectorConfig(subtree, include or ("**",), exclude, max_depth, fd_limit)
