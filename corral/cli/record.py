@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from corral.cli.durations import parse_duration
+from corral.cli.selection import collector_options
 from monitor.collector import Collector, CollectorConfig
 from monitor.recording import RecordingError, RecordingWriter
 from monitor.recording.recorder import Progress, record
@@ -85,18 +86,7 @@ def _collector(root: str | None, config: CollectorConfig) -> tuple[Collector, di
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--interval", default="1s", show_default=True, help="Time between polls.")
 @click.option("--duration", help="Stop after this long (default: until SIGINT/SIGTERM).")
-@click.option("--cgroup-root", type=click.Path(file_okay=False), help="cgroup2 mount.")
-@click.option("--subtree", default="", help="Record only this cgroup and those below it.")
-@click.option("--include", multiple=True, metavar="GLOB", help="Record matching cgroups.")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching cgroups.")
-@click.option("--max-depth", type=click.IntRange(min=0), help="Levels below the subtree.")
-@click.option(
-    "--fd-limit",
-    type=click.IntRange(min=0),
-    default=32768,
-    show_default=True,
-    help="Cgroup files kept open between polls (as corral serve; 0 reopens every file).",
-)
+@collector_options
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 def record_cmd(
     file: str,

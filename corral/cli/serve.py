@@ -23,6 +23,7 @@ from types import FrameType
 import click
 
 from corral.cli.durations import parse_duration
+from corral.cli.selection import collector_options
 from monitor.agent import Agent
 from monitor.collector import Collector, CollectorConfig
 from monitor.exporter import DEFAULT_HOST, DEFAULT_PORT, Exporter
@@ -82,28 +83,12 @@ def setup_logging(level: str) -> None:
     help="Address of /metrics, /healthz and the landing page.",
 )
 @click.option("--interval", default="1s", show_default=True, help="Poll every (1s, 500ms, 2m).")
-@click.option(
-    "--cgroup-root",
-    type=click.Path(file_okay=False),
-    metavar="PATH",
-    help="The cgroup2 mount (default: found in /proc/self/mountinfo).",
-)
-@click.option("--subtree", default="", metavar="PATH", help="Only this cgroup and below.")
-@click.option("--include", multiple=True, metavar="GLOB", help="Cgroups to read (default **).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Cgroups to skip.")
-@click.option("--max-depth", type=click.IntRange(min=0), help="Levels below the subtree.")
+@collector_options
 @click.option(
     "--web-config",
     type=click.Path(dir_okay=False),
     metavar="FILE",
     help="TLS and basic auth, in the Prometheus exporters' web config format.",
-)
-@click.option(
-    "--fd-limit",
-    type=click.IntRange(min=0),
-    default=32768,
-    show_default=True,
-    help="Cgroup files kept open between polls (about 26 per cgroup; 0 reopens every file).",
 )
 @click.option(
     "--log-level",
