@@ -218,7 +218,6 @@ class Rendered:
     def __init__(self, view: ExportView) -> None:
         self.view = view
         self._lock = threading.Lock()
-        self._families: list[Family] | None = None
         self._bodies: dict[tuple[Format, bool], bytes] = {}
 
     def body(self, fmt: Format, gzipped: bool = False) -> bytes:
@@ -231,11 +230,10 @@ class Rendered:
             return self._bodies[(fmt, gzipped)]
 
     def _render(self, fmt: Format) -> None:
-        if self._families is None:
-            self._families = families(self.view)
-        plain = render(self._families, fmt)
+        # The sample objects are built for this render and dropped after it: a scraper sticks
+        # to one format (Prometheus asks for OpenMetrics), and holding tens of thousands of
+        # samples until the other format is asked for, which may be never, costs tens of MB.
+        plain = render(families(self.view), fmt)
         # mtime=0: the same snapshot always compresses to the same bytes.
         self._bodies[(fmt, True)] = gzip.compress(plain, compresslevel=6, mtime=0)
         self._bodies[(fmt, False)] = plain
-        if all((f, False) in self._bodies for f in Format):
-            self._families = None  # both formats are bytes now: free the sample objects
