@@ -8,6 +8,7 @@ and is charged to (and throttled in) the writer's cgroup, not to a writeback thr
 from __future__ import annotations
 
 from kernel_harness import START_TIMEOUT, Figures, MiB, Spawn, Workload, python_argv
+from workloads import DIRECT_WRITER
 
 from runtime.cgroupfs import CgroupFS
 from runtime.cgroupfs.io import Device, IoMax, read_io_max, read_io_stat, write_io_max
@@ -15,26 +16,6 @@ from runtime.cgroupfs.limit_syntax import parse_io_limit
 
 CHUNK = 256 * 1024
 RATE = 2 * MiB
-
-# Opens argv[1] with O_DIRECT, prints "ready", then for each "write BYTES" line writes BYTES
-# (in argv[2]-byte writes from a page-aligned mmap buffer, as O_DIRECT requires) at the next
-# offset and prints "wrote BYTES SECONDS".
-WRITER = """
-    import mmap, os, sys, time
-    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_DIRECT)
-    chunk = int(sys.argv[2])
-    buf = mmap.mmap(-1, chunk)
-    buf.write(b"\\xa5" * chunk)
-    offset = 0
-    print("ready", flush=True)
-    for line in sys.stdin:
-        total, done = int(line.split()[1]), 0
-        start = time.monotonic()
-        while done < total:
-            done += os.pwrite(fd, buf, offset + done)
-        offset += done
-        print("wrote", done, time.monotonic() - start, flush=True)
-"""
 
 
 def write(writer: Workload, size: int) -> tuple[int, float]:
@@ -57,7 +38,7 @@ def test_io_max_holds_direct_writes_to_the_rate_and_io_stat_counts_them(
     figures: Figures,
 ) -> None:
     path, device = scratch_disk
-    writer = spawn(python_argv(WRITER, path, str(CHUNK)))
+    writer = spawn(python_argv(DIRECT_WRITER, path, str(CHUNK)))
     writer.expect("ready", START_TIMEOUT)
     assert written(fs, cgroup, device) == 0
 

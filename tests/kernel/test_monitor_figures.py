@@ -26,6 +26,7 @@ from kernel_harness import (
     python_argv,
     wait_until,
 )
+from workloads import DIRECT_WRITER, FORKER
 
 from monitor.collector import Collector, CollectorConfig
 from monitor.model import CgroupModel
@@ -58,50 +59,6 @@ ALLOCATOR = """
         print("touched", done, flush=True)
 """
 
-# O_DIRECT writes of argv[2]-byte chunks to argv[1]: "write BYTES" -> "wrote BYTES".
-WRITER = """
-    import mmap, os, sys
-    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_DIRECT)
-    chunk = int(sys.argv[2])
-    buf = mmap.mmap(-1, chunk)
-    buf.write(b"\\x5a" * chunk)
-    offset = 0
-    print("ready", flush=True)
-    for line in sys.stdin:
-        total, done = int(line.split()[1]), 0
-        while done < total:
-            done += os.pwrite(fd, buf, offset + done)
-        offset += done
-        print("wrote", done, flush=True)
-"""
-
-# Forks up to argv[1] children that wait on a pipe, stopping at the first refusal, and
-# prints "forked N ERRNO"; on a line of input it releases and reaps them.
-FORKER = """
-    import errno, os, sys
-    r, w = os.pipe()
-    kids, refusal = 0, "none"
-    for _ in range(int(sys.argv[1])):
-        try:
-            pid = os.fork()
-        except OSError as e:
-            refusal = errno.errorcode[e.errno]
-            break
-        if pid == 0:
-            os.close(w)
-            os.read(r, 1)
-            os._exit(0)
-        kids += 1
-    print("forked", kids, refusal, flush=True)
-    sys.stdin.readline()
-    os.close(w)
-    while True:
-        try:
-            os.wait()
-        except ChildProcessError:
-            break
-    print("reaped", flush=True)
-"""
 
 # argv[1] extra threads blocked on an event; "threads N" once they all run.
 THREADS = """
@@ -210,7 +167,7 @@ def test_bytes_written_to_the_disk_show_in_io_stat(
 ) -> None:
     path, device = scratch_disk
     size = 16 * MiB
-    writer = spawn(python_argv(WRITER, path, str(256 * 1024)))
+    writer = spawn(python_argv(DIRECT_WRITER, path, str(256 * 1024)))
     writer.expect("ready", START_TIMEOUT)
     with collector(fs, cgroup, tmp_path) as c:
         before = c.poll()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kernel_harness import START_TIMEOUT, Figures, Spawn, python_argv, wait_until
+from workloads import FORKER
 
 from runtime.cgroupfs import CgroupFS
 from runtime.cgroupfs.pids import (
@@ -11,37 +12,6 @@ from runtime.cgroupfs.pids import (
     read_pids_max,
     write_pids_max,
 )
-
-# A fork bomb bounded by count: forks up to argv[1] children that wait on a pipe, stops at
-# the first refusal, prints "forked N ERRNO", then on any input releases and reaps them.
-FORKER = """
-    import errno, os, sys
-    tries = int(sys.argv[1])
-    r, w = os.pipe()
-    kids, refusal = 0, "none"
-    for _ in range(tries):
-        try:
-            pid = os.fork()
-        except OSError as e:
-            refusal = errno.errorcode[e.errno]
-            break
-        if pid == 0:
-            os.close(w)
-            os.read(r, 1)
-            os._exit(0)
-        kids += 1
-    print("forked", kids, refusal, flush=True)
-    sys.stdin.readline()
-    os.close(w)
-    reaped = 0
-    while True:
-        try:
-            os.wait()
-        except ChildProcessError:
-            break
-        reaped += 1
-    print("reaped", reaped, flush=True)
-"""
 
 
 def test_pids_max_makes_fork_fail_and_pids_events_counts_it(
