@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import gzip
-import os
 import platform
 import threading
 from collections.abc import Iterator, Mapping
@@ -31,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from monitor.exporter.metrics import CGROUP_INFO, CGROUP_METRICS, SELF_METRICS, Metric
 from monitor.snapshot import CgroupName, Snapshot
-from runtime.cgroupfs.io import Device
+from runtime.cgroupfs.io import Device, read_device_name
 
 Numeric = CounterMetricFamily | GaugeMetricFamily
 
@@ -61,8 +60,8 @@ class ExportView:
 
 
 class DeviceNames:
-    """MAJ:MIN -> the kernel's device name (DEVNAME in /sys/dev/block/MAJ:MIN/uevent, e.g.
-    "vda", "nvme0n1", "dm-0"), else "MAJ:MIN". Each name is read once per rendering."""
+    """MAJ:MIN -> the kernel's device name (runtime.cgroupfs.io.read_device_name), each
+    read once per rendering."""
 
     def __init__(self, sysfs: str = "/sys") -> None:
         self.sysfs = sysfs
@@ -71,20 +70,8 @@ class DeviceNames:
     def __call__(self, device: Device) -> str:
         name = self._names.get(device)
         if name is None:
-            name = self._names[device] = self._read(device)
+            name = self._names[device] = read_device_name(device, self.sysfs)
         return name
-
-    def _read(self, device: Device) -> str:
-        path = os.path.join(self.sysfs, "dev", "block", str(device), "uevent")
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    key, _, value = line.strip().partition("=")
-                    if key == "DEVNAME" and value:
-                        return value
-        except OSError:
-            pass
-        return str(device)
 
 
 def cgroup_label(path: str) -> str:

@@ -116,6 +116,21 @@ def device_exists(device: Device, sysfs: str = "/sys") -> bool:
     return os.path.exists(os.path.join(sysfs, "dev", "block", str(device)))
 
 
+def read_device_name(device: Device, sysfs: str = "/sys") -> str:
+    """The kernel's name for ``device`` (DEVNAME in /sys/dev/block/MAJ:MIN/uevent: "vda",
+    "nvme0n1", "dm-0"), else "MAJ:MIN"."""
+    path = os.path.join(sysfs, "dev", "block", str(device), "uevent")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                if key == "DEVNAME" and value:
+                    return value
+    except OSError:
+        pass
+    return str(device)
+
+
 def validate_io_max(limits: dict[Device, IoMax], sysfs: str = "/sys") -> dict[Device, IoMax]:
     for device, limit in limits.items():
         if not device_exists(device, sysfs):

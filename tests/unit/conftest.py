@@ -8,8 +8,10 @@ that take ``captured_file`` run once per captured interface file.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 
 from runtime.cgroupfs import CgroupFS
+from runtime.cgroupfs.core import read_cgroup_events
 from runtime.cgroupfs.mounts import find_cgroup2
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "cgroupfs"
@@ -143,3 +146,20 @@ def _snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
 def snapshot() -> Snapshot:
     """Every file under a directory with its content and mtime, to show nothing changed."""
     return _snapshot
+
+
+@pytest.fixture
+def host(host_cgroup2: Path, request: pytest.FixtureRequest) -> Iterator[tuple[CgroupFS, str]]:
+    """A fresh child of the host's cgroup2 root, killed and removed afterwards."""
+    fs = CgroupFS(host_cgroup2)
+    parent = f"corral-unit-{request.node.name[:40]}-{os.getpid()}"
+    fs.create(parent)
+    try:
+        yield fs, parent
+    finally:
+        fs.kill(parent)
+        deadline = time.monotonic() + 10
+        while (events := read_cgroup_events(fs, parent)) and events.populated:
+            assert time.monotonic() < deadline, f"{parent} did not empty after cgroup.kill"
+            time.sleep(0.01)
+        fs.remove(parent, recursive=True)

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from monitor.collector import LIMITS, PRESSURE, STATS, Collector, CollectorConfi
 from monitor.discovery import Discovery, compile_glob
 from monitor.naming import Namer
 from runtime.cgroupfs import MAX, CgroupFS, CgroupGone
-from runtime.cgroupfs.core import read_cgroup_events
 from runtime.cgroupfs.cpu import CpuMax, parse_cpu_stat
 from runtime.cgroupfs.io import Device, IoMax
 from runtime.cgroupfs.openfiles import FD_RESERVE, OpenFiles, fd_bound
@@ -275,23 +273,6 @@ def test_discovery_refuses_bad_arguments(captured_fs: CgroupFS) -> None:
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def host(host_cgroup2: Path, request: pytest.FixtureRequest) -> Iterator[tuple[CgroupFS, str]]:
-    """A fresh child of the host's cgroup2 root, killed and removed afterwards."""
-    fs = CgroupFS(host_cgroup2)
-    parent = f"corral-unit-{request.node.name[:40]}-{os.getpid()}"
-    fs.create(parent)
-    try:
-        yield fs, parent
-    finally:
-        fs.kill(parent)
-        deadline = time.monotonic() + 10
-        while (events := read_cgroup_events(fs, parent)) and events.populated:
-            assert time.monotonic() < deadline, f"{parent} did not empty after cgroup.kill"
-            time.sleep(0.01)
-        fs.remove(parent, recursive=True)
 
 
 def _busy(fs: CgroupFS, cgroup: str) -> subprocess.Popen[bytes]:

@@ -8,34 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from monitor.processes import ProcessSampler
 from runtime.cgroupfs import CgroupFS
-from runtime.cgroupfs.core import read_cgroup_events
 from runtime.cgroupfs.cpu import read_cpu_stat
 
 BUSY = "while True: pass"
-
-
-@pytest.fixture
-def host(host_cgroup2: Path, request: pytest.FixtureRequest) -> Iterator[tuple[CgroupFS, str]]:
-    """A fresh child of the host's cgroup2 root, killed and removed afterwards."""
-    fs = CgroupFS(host_cgroup2)
-    parent = f"corral-unit-{request.node.name[:40]}-{os.getpid()}"
-    fs.create(parent)
-    try:
-        yield fs, parent
-    finally:
-        fs.kill(parent)
-        deadline = time.monotonic() + 10
-        while (events := read_cgroup_events(fs, parent)) and events.populated:
-            assert time.monotonic() < deadline, f"{parent} did not empty after cgroup.kill"
-            time.sleep(0.01)
-        fs.remove(parent, recursive=True)
 
 
 def start(fs: CgroupFS, cgroup: str, argv: list[str]) -> subprocess.Popen[bytes]:
