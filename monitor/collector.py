@@ -12,23 +12,36 @@ Errors never raise out of a poll; they are counted in ``HostSample.errors`` by k
 (that figure is None), ``discovery`` a directory that could not be listed, ``internal`` a
 bug (logged with its traceback). Each distinct message is logged once.
 
-Limits: any process with write access can change a limit at any moment, and the kernel sends
-no notification for it (kernfs_notify fires for cgroup.events and memory.events, not for
-writes to limit files). So by default (``limits_every=1``) limits are re-read every poll;
-unchanged, that is one pread and no parse per file. With ``limits_every=N`` each cgroup's
-limits are re-read every N-th poll (staggered across cgroups) and may be up to N-1 polls
-stale in between; ``limits_changed(path)`` forces a re-read at the next poll (corral's own
-actuator calls it after writing).
+Files read only when they can have changed: each polled cgroup's directory is watched with
+inotify (runtime.cgroupfs.watch), and a poll first drains what changed since the last one.
+
+- Limits (LIMITS) change only by a write(2), which the watch reports by file name; they are
+  re-read when one of them was written, else the previous poll's Limits object is kept.
+- The event files (EVENTS: cgroup.events, memory.events, pids.events) are re-read when the
+  kernel notified a change (kernfs_notify); that notice is only trusted while the file is
+  read through a kept fd, so a file past the fd bound is read every poll.
+- The files that say which others exist (WITNESSES) are re-read when written or when the
+  parent's cgroup.subtree_control was.
+
+A write through a cgroup2 mount of another cgroup namespace (a container's own
+/sys/fs/cgroup) raises no notification here, and a notification can arrive just after the
+poll it belongs to; so every ``recheck_every`` polls (staggered across cgroups) a cgroup's
+files are all re-read whatever the watch said, which bounds how stale such a change can be.
+A cgroup that cannot be watched (fs.inotify.max_user_watches reached), and every cgroup after
+the event queue overflowed, is read in full. ``limits_changed(path)`` forces a full read at
+the next poll. With inotify unavailable every file is read every poll.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, fields, replace
 from operator import attrgetter, is_
 from typing import Any
@@ -46,6 +59,7 @@ from runtime.cgroupfs.memory import parse_memory_events, parse_memory_stat
 from runtime.cgroupfs.openfiles import DEFAULT_FD_LIMIT, OpenFiles
 from runtime.cgroupfs.pids import parse_pids_events
 from runtime.cgroupfs.pressure import Pressure, parse_pressure
+from runtime.cgroupfs.watch import Changes, ChangeWatch
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +77,16 @@ STATS: Table = (
     ("memory.current", "memory_current", parse_int),
     ("memory.peak", "memory_peak", parse_int),
     ("memory.stat", "memory_stat", parse_memory_stat),
-    ("memory.events", "memory_events", parse_memory_events),
     ("memory.swap.current", "swap_current", parse_int),
     ("io.stat", "io", parse_io_stat),
     ("pids.current", "pids_current", parse_int),
+    ("cgroup.procs", "nr_procs", count_procs),
+)
+# Read when kernfs_notify says they changed (see the module docstring).
+EVENTS: Table = (
+    ("memory.events", "memory_events", parse_memory_events),
     ("pids.events", "pids_events", parse_pids_events),
     ("cgroup.events", "events", parse_cgroup_events),
-    ("cgroup.procs", "nr_procs", count_procs),
 )
 PRESSURE: Table = tuple((f"{r}.pressure", r, parse_pressure) for r in ("cpu", "memory", "io"))
 LIMITS: Table = (
@@ -85,8 +102,10 @@ LIMITS: Table = (
 )
 # The files whose text decides which of the others a cgroup has (see OpenFiles.refresh_absent).
 WITNESSES = ("cgroup.controllers", "cgroup.pressure")
+LIMIT_FILES = frozenset(name for name, _, _ in LIMITS)
+DEFAULT_RECHECK_EVERY = 30
 
-_STAT_FIELDS = tuple(field for _, field, _ in STATS)
+_STAT_FIELDS = tuple(field for _, field, _ in (*STATS, *EVENTS))
 _LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
 _stat_values = attrgetter(*_STAT_FIELDS)
 _limit_values = attrgetter(*_LIMIT_FIELDS)
@@ -96,18 +115,20 @@ _MAX_LOGGED = 100
 @dataclass(frozen=True, slots=True)
 class CollectorConfig:
     """What to collect: see monitor.discovery for the globs, the module docstring for
-    ``limits_every``. ``fd_limit`` bounds the kept-open fds (clipped to RLIMIT_NOFILE)."""
+    ``recheck_every`` (1: read every file every poll, as without inotify; ``watch=False``
+    does that too). ``fd_limit`` bounds the kept-open fds (clipped to RLIMIT_NOFILE)."""
 
     subtree: str = ""
     include: tuple[str, ...] = ("**",)
     exclude: tuple[str, ...] = ()
     max_depth: int | None = None
     fd_limit: int = DEFAULT_FD_LIMIT
-    limits_every: int = 1
+    recheck_every: int = DEFAULT_RECHECK_EVERY
+    watch: bool = True
 
     def __post_init__(self) -> None:
-        if self.limits_every < 1:
-            raise ValueError(f"limits_every {self.limits_every}: expected a poll count >= 1")
+        if self.recheck_every < 1:
+            raise ValueError(f"recheck_every {self.recheck_every}: expected a poll count >= 1")
         if self.fd_limit < 0:
             raise ValueError(f"fd_limit {self.fd_limit}: expected a count >= 0")
         if self.max_depth is not None and self.max_depth < 0:
@@ -129,11 +150,12 @@ class Collector:
         self._discovery = Discovery(
             fs, c.subtree, c.include, c.exclude, c.max_depth, files=self._files
         )
+        self._watch = _change_watch(fs.root) if c.watch and c.recheck_every > 1 else None
         self._lock = threading.Lock()
         self._prev: HostSample | None = None
         self._inodes: dict[str, int] = {}
         self._recreated: frozenset[str] = frozenset()
-        self._stale_limits: set[str] = set()
+        self._stale: set[str] = set()  # cgroups to read in full at the next poll
         self._logged: set[str] = set()
         self._seq = 0  # snapshots made
         self._reads = 0  # samples read (by poll or read_sample)
@@ -164,11 +186,19 @@ class Collector:
         """Close every fd. Polling a closed collector is a programming error."""
         with self._lock:
             self._files.close()
+            if self._watch is not None:
+                self._watch.close()
             self._closed = True
 
+    @property
+    def watched(self) -> int:
+        """How many cgroup directories the change watch holds (0 without inotify)."""
+        return 0 if self._watch is None else len(self._watch)
+
     def limits_changed(self, path: str) -> None:
-        """Re-read the limits of ``path`` at the next poll (for ``limits_every`` > 1)."""
-        self._stale_limits.add(normalize(path))
+        """Read every file of ``path`` at the next poll, whatever the watch says (a writer
+        that knows it changed a limit through another mount calls it)."""
+        self._stale.add(normalize(path))
 
     def poll(self) -> Snapshot:
         """Read a sample, name its cgroups and model it against the previous one."""
@@ -204,6 +234,7 @@ class Collector:
         for path in recreated:
             self._files.forget(path)
         self._files.retain(inodes)
+        changes = self._watch_changes(paths, recreated)
         prev = self._prev.cgroups if self._prev is not None else {}
         # The sample's instant: just before the first read. Every poll reads the cgroups in
         # the same order, so a cgroup's offset from it is about the same each poll and
@@ -211,19 +242,62 @@ class Collector:
         wall, mono = time.time(), time.monotonic()
         cgroups: dict[str, CgroupSample] = {}
         for path in paths:
-            sample = self._read_one(path, None if path in recreated else prev.get(path), errors)
+            before = None if path in recreated else prev.get(path)
+            sample = self._read_one(path, before, self._changed(path, before, changes), errors)
             if sample is not None:
                 cgroups[path] = sample
+        self._stale.clear()
         self._inodes, self._recreated = inodes, frozenset(recreated)
         self._reads += 1
         self._prev = HostSample(wall, mono, cgroups, {k: n for k, n in errors.items() if n})
         return self._prev
 
+    def _watch_changes(self, paths: list[str], recreated: set[str]) -> Changes | None:
+        """Drain the watch, then watch the cgroups this poll found first (before their first
+        read, so no change to them can be missed) and drop the ones gone. None: no watch."""
+        watch = self._watch
+        if watch is None:
+            return None
+        changes = watch.drain()
+        watch.retain(paths)
+        for path in paths:
+            if path in recreated or not watch.watching(path):
+                watch.watch(path)
+        return changes
+
+    def _changed(
+        self, path: str, before: CgroupSample | None, changes: Changes | None
+    ) -> Changed | None:
+        """What may have changed in ``path`` since ``before``; None means anything may have,
+        so every file is read."""
+        watch = self._watch
+        if (
+            watch is None
+            or changes is None
+            or changes.overflowed
+            or before is None
+            or path in self._stale
+            or not watch.watching(path)
+        ):
+            return None
+        stagger = zlib.crc32(path.encode("utf-8", "surrogateescape"))
+        if (self._reads + stagger) % self.config.recheck_every == 0:
+            return None
+        parent = path.rpartition("/")[0] if "/" in path else ("" if path else None)
+        mine = changes.of(path)
+        if parent is None or not watch.watching(parent):
+            return Changed(mine, True)
+        return Changed(mine, "cgroup.subtree_control" in changes.of(parent))
+
     def _read_one(
-        self, path: str, before: CgroupSample | None, errors: Counter[str]
+        self,
+        path: str,
+        before: CgroupSample | None,
+        changed: Changed | None,
+        errors: Counter[str],
     ) -> CgroupSample | None:
         try:
-            return self._read_cgroup(path, before, errors)
+            return self._read_cgroup(path, before, changed, errors)
         except CgroupGone:
             errors["gone"] += 1
         except Exception as e:
@@ -233,12 +307,21 @@ class Collector:
         return None
 
     def _read_cgroup(
-        self, path: str, before: CgroupSample | None, errors: Counter[str]
+        self,
+        path: str,
+        before: CgroupSample | None,
+        changed: Changed | None,
+        errors: Counter[str],
     ) -> CgroupSample:
-        self._files.refresh_absent(path, WITNESSES)
+        if changed is None or changed.parent_controls or not changed.files.isdisjoint(WITNESSES):
+            self._files.refresh_absent(path, WITNESSES)
         stats = self._table(path, STATS, errors)
+        self._events(path, before, changed, stats, errors)
         pressure: Mapping[str, Pressure] = self._table(path, PRESSURE, errors)
-        limits = self._limits(path, before, errors)
+        if before is not None and changed is not None and changed.files.isdisjoint(LIMIT_FILES):
+            limits = before.limits
+        else:
+            limits = self._limits(path, before, errors)
         if before is not None:
             if pressure.keys() == before.pressure.keys() and _same(pressure, before.pressure):
                 pressure = before.pressure
@@ -250,13 +333,29 @@ class Collector:
                 return before  # nothing changed: share the previous poll's object
         return CgroupSample(path=path, pressure=pressure, limits=limits, **stats)
 
+    def _events(
+        self,
+        path: str,
+        before: CgroupSample | None,
+        changed: Changed | None,
+        out: dict[str, Any],
+        errors: Counter[str],
+    ) -> None:
+        """Add EVENTS' fields to ``out``: read when notified, else the previous poll's."""
+        if before is None or changed is None:
+            out.update(self._table(path, EVENTS, errors))
+            return
+        is_open = self._files.is_open
+        for row in EVENTS:
+            name, field, _ = row
+            if name in changed.files or not is_open(path, name):
+                out.update(self._table(path, (row,), errors))
+            else:
+                value = getattr(before, field)
+                if value is not None:
+                    out[field] = value
+
     def _limits(self, path: str, before: CgroupSample | None, errors: Counter[str]) -> Limits:
-        every = self.config.limits_every
-        if before is not None and every > 1 and path not in self._stale_limits:
-            stagger = zlib.crc32(path.encode("utf-8", "surrogateescape"))
-            if (self._reads + stagger) % every:
-                return before.limits
-        self._stale_limits.discard(path)
         values = self._table(path, LIMITS, errors)
         if before is not None and _same_fields(values, _limit_values(before.limits), _LIMIT_FIELDS):
             return before.limits
@@ -292,6 +391,24 @@ class Collector:
             return False
         self._logged.add(message)
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """What the watch reported for one cgroup since the last poll: the names of its files
+    written or notified, and whether its parent's cgroup.subtree_control was written (or
+    the parent is not watched), which can add or remove files of this cgroup."""
+
+    files: AbstractSet[str]
+    parent_controls: bool
+
+
+def _change_watch(root: str | os.PathLike[str]) -> ChangeWatch | None:
+    try:
+        return ChangeWatch(root)
+    except OSError as e:  # EMFILE: fs.inotify.max_user_instances reached
+        log.warning("collector: no inotify (%s); every file is read every poll", e)
+        return None
 
 
 def _same(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:

@@ -6,7 +6,7 @@ backwards (the cgroup was removed and re-created under the same path) gives no r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from monitor.sample import CgroupSample
 
@@ -51,10 +51,9 @@ def working_set(sample: CgroupSample) -> int | None:
 
 def build_model(prev: CgroupSample | None, cur: CgroupSample, dt: float | None) -> CgroupModel:
     """The model of ``cur``; rates need ``prev`` (same path) and the seconds between them."""
-    base = CgroupModel(path=cur.path, working_set_bytes=working_set(cur))
     if prev is None or dt is None or dt <= 0:
-        return base
-    return _with_rates(base, prev, cur, dt)
+        return CgroupModel(path=cur.path, working_set_bytes=working_set(cur))
+    return _with_rates(prev, cur, dt)
 
 
 def _rate(before: int | None, after: int | None, per: float) -> float | None:
@@ -63,7 +62,7 @@ def _rate(before: int | None, after: int | None, per: float) -> float | None:
     return (after - before) / per
 
 
-def _with_rates(base: CgroupModel, prev: CgroupSample, cur: CgroupSample, dt: float) -> CgroupModel:
+def _with_rates(prev: CgroupSample, cur: CgroupSample, dt: float) -> CgroupModel:
     usec = dt * 1e6
     cpu_cores = cpu_user = cpu_system = limit_ratio = throttled = None
     if prev.cpu and cur.cpu:
@@ -74,8 +73,9 @@ def _with_rates(base: CgroupModel, prev: CgroupSample, cur: CgroupSample, dt: fl
     cores_limit = cur.limits.cpu_max.cores if cur.limits.cpu_max else None
     if cpu_cores is not None and cores_limit:
         limit_ratio = cpu_cores / cores_limit
-    return replace(
-        base,
+    return CgroupModel(
+        path=cur.path,
+        working_set_bytes=working_set(cur),
         interval_seconds=dt,
         cpu_cores=cpu_cores,
         cpu_user_cores=cpu_user,
@@ -108,6 +108,8 @@ def _io_rate(prev: CgroupSample, cur: CgroupSample, counter: str, dt: float) -> 
     """One io.stat counter per second, summed over devices."""
     if prev.io is None or cur.io is None:
         return None
+    if prev.io is cur.io:  # the collector shares an unchanged io.stat: no io at all
+        return 0.0
     before = sum(getattr(s, counter) for s in prev.io.values())
     after = sum(getattr(s, counter) for s in cur.io.values())
     return _rate(before, after, dt)

@@ -73,6 +73,36 @@ def _fs(path: str | os.PathLike[str] | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
 
 
+# <sys/inotify.h>: the collector watches cgroup directories for writes to limit files and
+# kernfs notifications (cgroup.events, memory.events, pids.events).
+IN_MODIFY = 0x00000002
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+
+def inotify_init1(flags: int) -> int:
+    """inotify_init1(2): a new inotify instance's fd (EMFILE past fs.inotify.max_user_instances)."""
+    return _check(_libc.inotify_init1(ctypes.c_int(flags)), "inotify_init1")
+
+
+def inotify_add_watch(fd: int, path: str | os.PathLike[str], mask: int) -> int:
+    """inotify_add_watch(2): the watch descriptor (ENOSPC past fs.inotify.max_user_watches)."""
+    wd = _libc.inotify_add_watch(ctypes.c_int(fd), _fs(path), ctypes.c_uint32(mask))
+    return _check(wd, "inotify_add_watch", os.fspath(path))
+
+
+def inotify_rm_watch(fd: int, wd: int) -> None:
+    """inotify_rm_watch(2). EINVAL when the watch is already gone (its directory removed)."""
+    _check(_libc.inotify_rm_watch(ctypes.c_int(fd), ctypes.c_int(wd)), f"inotify_rm_watch({wd})")
+
+
 def unshare(flags: int) -> None:
     """unshare(2). EINVAL for CLONE_NEWUSER in a multithreaded process."""
     _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
@@ -146,3 +176,122 @@ def statfs_type(path: str | os.PathLike[str]) -> int:
 def errno_name(code: int) -> str:
     """ENOENT for 2: for messages that name what happened."""
     return _errno.errorcode.get(code, str(code))
+
+
+# <sys/mount.h>: the atime and propagation flags a container's mounts also use.
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_UNBINDABLE = 1 << 17
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+
+# <linux/prctl.h>: the options runc's finalizeNamespace uses for capabilities and credentials.
+PR_GET_PDEATHSIG = 2
+PR_GET_KEEPCAPS = 7
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# <asm/unistd_64.h> (x86_64): capget/capset and close_range through syscall().
+SYS_capget = 125
+SYS_capset = 126
+SYS_close_range = 436
+
+# <linux/capability.h>: version 3 carries two 32-bit words per set (capabilities 0..63).
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# <linux/close_range.h> (Linux 5.11)
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """capget(2) through syscall(): (effective, permitted, inheritable) of ``pid`` (0: the
+    calling thread) as 64-bit masks, bit N for capability N."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    _check(_libc.syscall(ctypes.c_long(SYS_capget), ctypes.byref(header), data), f"capget({pid})")
+    return (
+        data[0].effective | data[1].effective << 32,
+        data[0].permitted | data[1].permitted << 32,
+        data[0].inheritable | data[1].inheritable << 32,
+    )
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) through syscall() on the calling thread only (capabilities are per thread).
+    EPERM when a set grows past what the kernel allows (capabilities(7), "capset")."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    what = f"capset(eff={effective:#x}, prm={permitted:#x}, inh={inheritable:#x})"
+    _check(_libc.syscall(ctypes.c_long(SYS_capset), ctypes.byref(header), data), what)
+
+
+def prctl_get_int(option: int) -> int:
+    """prctl(2) for the options that store an int through arg2 (PR_GET_PDEATHSIG)."""
+    value = ctypes.c_int(0)
+    _check(
+        _libc.prctl(ctypes.c_int(option), ctypes.byref(value), *(ctypes.c_ulong(0),) * 3),
+        f"prctl({option})",
+    )
+    return value.value
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    """close_range(2) through syscall(): ENOSYS before Linux 5.9, EINVAL for
+    CLOSE_RANGE_CLOEXEC before 5.11."""
+    result = _libc.syscall(
+        ctypes.c_long(SYS_close_range),
+        ctypes.c_uint(first),
+        ctypes.c_uint(last),
+        ctypes.c_uint(flags),
+    )
+    _check(result, f"close_range({first}, {last}, {flags:#x})")
+
+
+# <linux/seccomp.h>; glibc has no seccomp() wrapper.
+SYS_seccomp = 317
+SECCOMP_SET_MODE_FILTER = 1
+
+
+class _SockFprog(ctypes.Structure):
+    # struct sock_fprog: unsigned short len (in instructions); struct sock_filter *filter.
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_mode_filter(program: bytes, flags: int = 0) -> None:
+    """seccomp(2) SECCOMP_SET_MODE_FILTER: attach a classic BPF program (8-byte struct
+    sock_filter each) to the calling thread. EACCES without no_new_privs or CAP_SYS_ADMIN;
+    EINVAL when the kernel's checker rejects the program."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    result = _libc.syscall(
+        ctypes.c_long(SYS_seccomp),
+        ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+        ctypes.c_uint(flags),
+        ctypes.byref(prog),
+    )
+    _check(result, f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x}, {len(program) // 8} insns)")

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from monitor.exporter.render import ExportView, Format, Rendered
+from monitor.exporter.render import ExportView, Format, Rendered, cgroup_label
+from monitor.exporter.writer import LineCache
 from monitor.snapshot import Snapshot
 
 # The fixed, documented default port (docs/metrics.md): in the 9100-9999 range Prometheus
@@ -49,6 +50,7 @@ class Exporter:
         self._lock = threading.Lock()  # only publishers take it
         self._errors: dict[str, int] = {}
         self._current: Rendered | None = None
+        self._lines = LineCache()  # every snapshot's renders share it
         self._published_at: float | None = None
         self._last_failure = ""
 
@@ -62,7 +64,8 @@ class Exporter:
             for kind, count in snapshot.sample.errors.items():
                 self._errors[kind] = self._errors.get(kind, 0) + count
             view = ExportView(snapshot, dict(self._errors), self.interval, self.sysfs)
-            rendered = Rendered(view)
+            self._lines.retain(cgroup_label(p) for p in snapshot.sample.cgroups)
+            rendered = Rendered(view, self._lines)
             self._current = rendered
             self._published_at = self._clock()
             self._last_failure = ""

@@ -16,7 +16,7 @@ be meaningless, and Prometheus' rule is that summing over a label must make sens
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +29,7 @@ Type = Literal["counter", "gauge", "info"]
 Labels = tuple[str, ...]
 Point = tuple[Labels, float]  # values of the labels after ``cgroup``, and the value
 DeviceName = Callable[[Device], str]
-Extract = Callable[[CgroupSample, DeviceName], Iterable[Point]]
+Extract = Callable[[CgroupSample, DeviceName], Sequence[Point]]
 US = 1e6  # microseconds per second
 
 

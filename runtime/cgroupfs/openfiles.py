@@ -45,16 +45,35 @@ T = TypeVar("T")
 
 
 def raise_fd_rlimit(wanted: int) -> int:
-    """Raise the soft RLIMIT_NOFILE toward ``wanted`` (never past the hard limit), as a
-    long-running reader of many kept-open files should: systemd starts services with a soft
-    limit of 1024 and a hard one of 524288 so that only programs that ask get more.
-    Returns the soft limit now in force."""
+    """Raise RLIMIT_NOFILE toward ``wanted``, as a long-running reader of many kept-open files
+    should: systemd starts services with a soft limit of 1024 and a hard one of 524288 so that
+    only programs that ask get more. The soft limit goes up to the hard one; the hard one is
+    raised too (never past fs.nr_open) when this process may (CAP_SYS_RESOURCE), as a root
+    shell's 4096 would otherwise bound a collector of a thousand cgroups. Returns the soft
+    limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        ceiling = min(wanted, _nr_open())
+        if ceiling > hard:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 0), ceiling))
+                hard = ceiling
+            except (OSError, ValueError):  # EPERM: no CAP_SYS_RESOURCE
+                pass
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft
+
+
+def _nr_open() -> int:
+    """fs.nr_open: the most fds the kernel lets any process have open."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 20  # the kernel's default
 
 
 def fd_bound(requested: int) -> int:
@@ -152,6 +171,12 @@ class OpenFiles:
         value = parse(text, source)
         cg.memo[name] = (raw, value)
         return value
+
+    def is_open(self, cgroup: str, name: str) -> bool:
+        """Whether ``name`` of ``cgroup`` is read through a kept fd (its inode then stays
+        cached, which kernfs notifications need: runtime.cgroupfs.watch)."""
+        cg = self._cgroups.get(cgroup)
+        return cg is not None and name in cg.fds
 
     def refresh_absent(self, cgroup: str, witnesses: Iterable[str]) -> None:
         """Forget which files ``cgroup`` lacked when the text of ``witnesses`` changed.

@@ -52,8 +52,10 @@ def test_each_format_is_rendered_once_and_served_as_the_same_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Format] = []
-    real = render.render
-    monkeypatch.setattr(render, "render", lambda built, fmt: calls.append(fmt) or real(built, fmt))
+    real = render.write
+    monkeypatch.setattr(
+        render, "write", lambda view, fmt, lines=None: calls.append(fmt) or real(view, fmt, lines)
+    )
     rendered = Rendered(ExportView(numbered(read_host(fixture_fs(tmp_path)), 1), {}, 1.0))
     bodies: list[bytes] = []
     threads = [

@@ -8,6 +8,7 @@ churned during polling raise nothing and leak no fd).
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import subprocess
@@ -178,24 +179,97 @@ def test_missing_files_are_probed_again_when_the_controllers_change(
         assert c.poll().sample.cgroups[""].memory_current == 123
 
 
-def test_limits_re_read_every_n_polls_or_when_told(captured_fs: CgroupFS, tmp_path: Path) -> None:
+def _write_unseen(path: Path, text: str) -> None:
+    """Change a file's bytes through a shared mapping: unlike write(2), a store to a mapped
+    page raises no inotify event, as a write through another cgroup namespace's mount of
+    cgroup2 raises none on this one's inodes."""
+    old = path.read_bytes()
+    assert len(text) == len(old), "same length, so the mapping covers it"
+    with path.open("r+b") as f, mmap.mmap(f.fileno(), len(old)) as m:
+        m[:] = text.encode()
+
+
+def test_a_written_limit_is_read_at_the_next_poll(captured_fs: CgroupFS, tmp_path: Path) -> None:
     weight = captured_fs.root / "capture/web/cpu.weight"
-    with collector(captured_fs, tmp_path, limits_every=10**6) as lazy:
-        lazy.poll()
+    with collector(captured_fs, tmp_path, recheck_every=10**6) as c:
+        first = c.poll().sample.cgroups["capture/web"]
+        assert c.watched == len(first.path and c.poll().sample.cgroups)
+        again = c.poll().sample.cgroups["capture/web"]
+        assert again.limits is first.limits  # nothing written: not re-read
         weight.write_text("300\n")
+        assert c.poll().sample.cgroups["capture/web"].limits.cpu_weight == 300
+
+
+def test_an_unseen_change_is_read_within_recheck_every_polls(
+    captured_fs: CgroupFS, tmp_path: Path
+) -> None:
+    weight = captured_fs.root / "capture/web/cpu.weight"
+    with collector(captured_fs, tmp_path, recheck_every=10**6) as lazy:
+        lazy.poll()
+        _write_unseen(weight, "300\n")
         assert lazy.poll().sample.cgroups["capture/web"].limits.cpu_weight == 200  # stale
         lazy.limits_changed("/capture/web/")
         assert lazy.poll().sample.cgroups["capture/web"].limits.cpu_weight == 300
-    with collector(captured_fs, tmp_path, limits_every=3) as every3:
+    with collector(captured_fs, tmp_path, recheck_every=3) as every3:
         every3.poll()
-        weight.write_text("400\n")
+        _write_unseen(weight, "400\n")
         seen = [every3.poll().sample.cgroups["capture/web"].limits.cpu_weight for _ in range(3)]
         assert seen[-1] == 400 and seen == sorted(seen)
 
 
+def test_event_files_are_read_when_notified_and_only_trusted_when_kept_open(
+    captured_fs: CgroupFS, tmp_path: Path
+) -> None:
+    events = captured_fs.root / "capture/oom/memory.events"
+    text = events.read_text()
+    for bound, expected in ((10**5, 1), (0, 7)):
+        _write_unseen(events, text)
+        with collector(captured_fs, tmp_path, recheck_every=10**6, fd_limit=bound) as c:
+            c.poll()
+            _write_unseen(events, text.replace("oom 1", "oom 7"))
+            unseen = c.poll().sample.cgroups["capture/oom"].memory_events
+            assert unseen is not None and unseen.oom == expected, bound
+            events.write_text(text.replace("oom 1", "oom 9"))  # notified, as kernfs does
+            seen = c.poll().sample.cgroups["capture/oom"].memory_events
+            assert seen is not None and seen.oom == 9
+        events.write_text(text)
+
+
+def test_without_a_watch_every_file_is_read_every_poll(
+    captured_fs: CgroupFS, tmp_path: Path
+) -> None:
+    weight = captured_fs.root / "capture/web/cpu.weight"
+    for config in ({"watch": False}, {"recheck_every": 1}):
+        with collector(captured_fs, tmp_path, **config) as c:
+            c.poll()
+            assert c.watched == 0
+            _write_unseen(weight, "500\n")
+            assert c.poll().sample.cgroups["capture/web"].limits.cpu_weight == 500
+            _write_unseen(weight, "200\n")
+
+
+def test_a_controller_enabled_in_the_parent_adds_the_childs_files(
+    captured_fs: CgroupFS, tmp_path: Path
+) -> None:
+    web = captured_fs.root / "capture/web"
+    controllers = (web / "cgroup.controllers").read_text()
+    (web / "cgroup.controllers").write_text(controllers.replace("memory", "      "))
+    with collector(captured_fs, tmp_path, recheck_every=10**6) as c:
+        (web / "memory.swap.current").unlink()
+        assert c.poll().sample.cgroups["capture/web"].swap_current is None
+        # The kernel adds the file and lists the controller without any notification...
+        (web / "memory.swap.current").write_text("4096\n")
+        _write_unseen(web / "cgroup.controllers", controllers)
+        assert c.poll().sample.cgroups["capture/web"].swap_current is None  # known absent
+        # ... when the parent's cgroup.subtree_control is written, which the watch sees.
+        subtree = captured_fs.root / "capture/cgroup.subtree_control"
+        subtree.write_text(subtree.read_text())
+        assert c.poll().sample.cgroups["capture/web"].swap_current == 4096
+
+
 @pytest.mark.parametrize(
     "config",
-    [{"limits_every": 0}, {"fd_limit": -1}, {"max_depth": -1}, {"subtree": "../x"}],
+    [{"recheck_every": 0}, {"fd_limit": -1}, {"max_depth": -1}, {"subtree": "../x"}],
 )
 def test_bad_configs_are_refused(config: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=str(next(iter(config.values())))):

@@ -79,6 +79,13 @@ def test_recursive_and_gone(host: tuple[CgroupFS, str]) -> None:
     sleepers = [start(fs, parent, ["sleep", "60"]), start(fs, child, ["sleep", "60"])]
     sampler = ProcessSampler(fs)
     try:
+        # Until both have exec'd sleep and gone to sleep (a loaded host may take a moment).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            everything = sampler.sample(parent, recursive=True)
+            if all(p.command.startswith("sleep") and p.state == "sleeping" for p in everything):
+                break
+            time.sleep(0.05)
         direct = sampler.sample(parent)
         everything = sampler.sample(parent, recursive=True)
     finally:

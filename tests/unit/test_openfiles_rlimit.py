@@ -5,11 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+# As an unprivileged user (no CAP_SYS_RESOURCE): the hard limit is a ceiling. With the
+# capability the hard limit is raised too: tests/kernel/test_fd_rlimit.py (root in the machine).
 CHILD = """
-import resource
+import os, resource
 from runtime.cgroupfs.openfiles import raise_fd_rlimit, fd_bound
 hard = 8192
 resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
 print(fd_bound(100000), raise_fd_rlimit(4096), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 print(raise_fd_rlimit(10**6), raise_fd_rlimit(2048), fd_bound(100000))
 """
