@@ -314,7 +314,7 @@ class Collector:
         errors: Counter[str],
     ) -> CgroupSample:
         if changed is None or changed.parent_controls or not changed.files.isdisjoint(WITNESSES):
-            self._files.refresh_absent(path, WITNESSES)
+            self._files.refresh_absent(path, WITNESSES, keep=self._watch is None)
         stats = self._table(path, STATS, errors)
         self._events(path, before, changed, stats, errors)
         pressure: Mapping[str, Pressure] = self._table(path, PRESSURE, errors)
@@ -356,18 +356,21 @@ class Collector:
                     out[field] = value
 
     def _limits(self, path: str, before: CgroupSample | None, errors: Counter[str]) -> Limits:
-        values = self._table(path, LIMITS, errors)
+        # Read every poll only without a watch: only then are their fds worth keeping.
+        values = self._table(path, LIMITS, errors, keep=self._watch is None)
         if before is not None and _same_fields(values, _limit_values(before.limits), _LIMIT_FIELDS):
             return before.limits
         return Limits(**values)
 
-    def _table(self, path: str, table: Table, errors: Counter[str]) -> dict[str, Any]:
+    def _table(
+        self, path: str, table: Table, errors: Counter[str], keep: bool = True
+    ) -> dict[str, Any]:
         """field -> parsed value for each file of ``table`` that ``path`` has."""
         out: dict[str, Any] = {}
         parsed = self._files.parsed
         for name, field, parse in table:
             try:
-                value = parsed(path, name, parse)
+                value = parsed(path, name, parse, keep)
             except CgroupGone:
                 raise
             except ParseError as e:

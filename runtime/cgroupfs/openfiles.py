@@ -133,11 +133,14 @@ class OpenFiles:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def read(self, cgroup: str, name: str) -> bytes | None:
+    def read(self, cgroup: str, name: str, keep: bool = True) -> bytes | None:
         """The bytes of ``name`` in ``cgroup`` (a normalized path, "" for the root).
 
         None when a live cgroup has no such file (or PSI is disabled: EOPNOTSUPP); raises
-        CgroupGone when the cgroup vanished and CgroupError for any other failure.
+        CgroupGone when the cgroup vanished and CgroupError for any other failure. A file
+        opened now is kept open (within the bound) unless ``keep`` is False: a file read
+        only now and then is not worth an fd, nor the page of seq_file buffer the kernel
+        keeps (and charges to the reader's cgroup) for every kept cgroup file once read.
         """
         cg = self._cgroups.get(cgroup)
         if cg is None:
@@ -152,11 +155,13 @@ class OpenFiles:
                 return None
         if name in cg.absent:
             return None
-        return self._open_and_read(cgroup, cg, name)
+        return self._open_and_read(cgroup, cg, name, keep)
 
-    def parsed(self, cgroup: str, name: str, parse: Callable[[str, str], T]) -> T | None:
+    def parsed(
+        self, cgroup: str, name: str, parse: Callable[[str, str], T], keep: bool = True
+    ) -> T | None:
         """``parse(text, path)`` of the file, reusing the last result for unchanged text."""
-        raw = self.read(cgroup, name)
+        raw = self.read(cgroup, name, keep)
         if raw is None:
             return None
         cg = self._cgroups[cgroup]
@@ -178,14 +183,14 @@ class OpenFiles:
         cg = self._cgroups.get(cgroup)
         return cg is not None and name in cg.fds
 
-    def refresh_absent(self, cgroup: str, witnesses: Iterable[str]) -> None:
+    def refresh_absent(self, cgroup: str, witnesses: Iterable[str], keep: bool = True) -> None:
         """Forget which files ``cgroup`` lacked when the text of ``witnesses`` changed.
 
         The files a cgroup has change only with the files that say so (cgroup.controllers when
         the parent enables a controller, cgroup.pressure when PSI files are hidden), so a
         missing file is probed again only then, not by a failing open(2) every poll.
         """
-        now = tuple(self.read(cgroup, name) for name in witnesses)
+        now = tuple(self.read(cgroup, name, keep) for name in witnesses)
         cg = self._cgroups[cgroup]
         if now != cg.witness:
             cg.absent.clear()
@@ -212,7 +217,7 @@ class OpenFiles:
     def _prefix(self, cgroup: str) -> str:
         return f"{self.root}/{cgroup}/" if cgroup else f"{self.root}/"
 
-    def _open_and_read(self, cgroup: str, cg: _Cgroup, name: str) -> bytes | None:
+    def _open_and_read(self, cgroup: str, cg: _Cgroup, name: str, keep: bool) -> bytes | None:
         try:
             fd = os.open(cg.prefix + name, _FLAGS)
         except OSError as e:
@@ -227,7 +232,7 @@ class OpenFiles:
                 self._failed(cgroup, cg, name, e)
                 return None
             raise
-        if self._open < self.limit:
+        if keep and self._open < self.limit:
             cg.fds[name] = fd
             self._open += 1
         else:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from monitor.collector import LIMITS, PRESSURE, STATS, Collector, CollectorConfig
+from monitor.collector import EVENTS, LIMITS, PRESSURE, STATS, Collector, CollectorConfig
 from monitor.discovery import Discovery, compile_glob
 from monitor.naming import Namer
 from runtime.cgroupfs import MAX, CgroupFS, CgroupGone
@@ -58,7 +58,7 @@ def test_every_figure_equals_the_captured_file(
     assert sample.errors == {}
     root = captured_fs.root
     for path, cg in sample.cgroups.items():
-        for name, field, parse in STATS:
+        for name, field, parse in (*STATS, *EVENTS):
             assert getattr(cg, field) == _captured(root, path, name, parse), (path, name)
         for name, resource, parse in PRESSURE:
             assert cg.pressure.get(resource) == _captured(root, path, name, parse), (path, name)
@@ -503,3 +503,19 @@ def test_churn_while_polling(host: tuple[CgroupFS, str], tmp_path: Path, fd_limi
     assert counts[0] >= CHURN_CGROUPS and counts[1] >= CHURN_POLLS, counts
     assert len(seen) > 2 * CHURN_LIVE, len(seen)
     assert errors["gone"] > 0, "no cgroup vanished mid-poll: the churn did not overlap"
+
+
+def test_only_files_read_every_poll_or_notified_keep_an_fd(
+    captured_fs: CgroupFS, tmp_path: Path
+) -> None:
+    root = captured_fs.root
+    # cgroup.stat: discovery reads it to skip listing cgroups without children.
+    hot = ["cgroup.stat", *(name for name, _, _ in (*STATS, *EVENTS, *PRESSURE))]
+    with collector(captured_fs, tmp_path) as c:
+        cgroups = c.poll().sample.cgroups
+        c.poll()
+        kept = sum((root / p / name).is_file() for p in cgroups for name in hot)
+        assert c.open_fds == kept
+    with collector(captured_fs, tmp_path, watch=False) as c:
+        c.poll()
+        assert c.open_fds > kept  # limits and witnesses are read every poll: kept too
