@@ -20,10 +20,12 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed peers
 	$(CORRAL) machine setup
 
-# Debian's peers the tests run against: prometheus and promtool (exporter golden file, e2e).
+# Debian's peers and tools the tests run against: prometheus and promtool (exporter golden
+# file, e2e), debootstrap (`corral rootfs debian` and its e2e test).
 peers:
-	@command -v promtool >/dev/null || \
-		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
+	@command -v promtool >/dev/null && command -v debootstrap >/dev/null || \
+		{ apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus debootstrap; }
 
 lint: setup
 	$(VENV)/bin/ruff check .

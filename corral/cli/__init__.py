@@ -8,6 +8,7 @@ from corral import __version__
 from corral.cli.doctor import doctor
 from corral.cli.machine import machine
 from corral.cli.record import record_cmd
+from corral.cli.rootfs import rootfs
 from corral.cli.serve import serve
 
 
@@ -21,3 +22,4 @@ main.add_command(machine)
 main.add_command(doctor)
 main.add_command(record_cmd)
 main.add_command(serve)
+main.add_command(rootfs)

@@ -1,0 +1,1 @@
+"""The container runtime: namespaces, the root filesystem and /dev, the process shim."""

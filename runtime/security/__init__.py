@@ -1,0 +1,1 @@
+"""Process hardening before exec: capabilities, user switch, rlimits, fds, seccomp."""
