@@ -11,12 +11,14 @@ bytes to every later scrape of that snapshot.
 from __future__ import annotations
 
 import enum
+import functools
 import gzip
 import platform
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import MappingProxyType
 
 from prometheus_client import exposition
 from prometheus_client.metrics_core import (
@@ -53,6 +55,17 @@ CONTENT_TYPES = {
 }
 
 
+@functools.cache
+def build_labels() -> Mapping[str, str]:
+    """corral_build_info's labels: corral's version and Python's (read once: the package
+    metadata is parsed with the email parser, which costs more than a poll of 100 cgroups)."""
+    try:
+        version = metadata.version("corral")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return MappingProxyType({"version": version, "python": platform.python_version()})
+
+
 @dataclass(frozen=True, slots=True)
 class ExportView:
     """Everything one rendering needs: the snapshot, the poll errors counted since start
@@ -63,7 +76,7 @@ class ExportView:
     errors_total: Mapping[str, int]
     interval: float
     sysfs: str = "/sys"
-    build: Mapping[str, str] = field(default_factory=lambda: build_labels())
+    build: Mapping[str, str] = field(default_factory=build_labels)
 
 
 class DeviceNames:
@@ -182,15 +195,6 @@ def _self_metrics(view: ExportView) -> Iterator[Family]:
         for labels, value in values[metric.name]:
             family.add_metric([labels[k] for k in metric.labels], value)
         yield family
-
-
-def build_labels() -> dict[str, str]:
-    """corral_build_info's labels: corral's version and Python's."""
-    try:
-        version = metadata.version("corral")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return {"version": version, "python": platform.python_version()}
 
 
 class _Families(Collector):
