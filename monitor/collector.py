@@ -156,6 +156,7 @@ class Collector:
         self._inodes: dict[str, int] = {}
         self._recreated: frozenset[str] = frozenset()
         self._stale: set[str] = set()  # cgroups to read in full at the next poll
+        self._stagger: dict[str, int] = {}  # path -> its offset in the recheck cycle
         self._logged: set[str] = set()
         self._seq = 0  # snapshots made
         self._reads = 0  # samples read (by poll or read_sample)
@@ -227,14 +228,18 @@ class Collector:
             raise RuntimeError("this Collector is closed")
         errors: Counter[str] = Counter()
         before_errors = self._discovery.errors
-        paths = self._discovery.poll()
+        # Drained before discovery, so a cgroup made after this point is seen next poll.
+        changes = self._watch.drain() if self._watch is not None else None
+        paths = self._discovery.poll(self._settled(changes))
         errors["discovery"] += self._discovery.errors - before_errors
         inodes = dict(self._discovery.inodes)
         recreated = {p for p, ino in inodes.items() if self._inodes.get(p, ino) != ino}
         for path in recreated:
             self._files.forget(path)
         self._files.retain(inodes)
-        changes = self._watch_changes(paths, recreated)
+        self._watch_new(paths, recreated)
+        if len(self._stagger) > 2 * len(inodes) + 64:  # churn: forget paths long gone
+            self._stagger = {p: n for p, n in self._stagger.items() if p in inodes}
         prev = self._prev.cgroups if self._prev is not None else {}
         # The sample's instant: just before the first read. Every poll reads the cgroups in
         # the same order, so a cgroup's offset from it is about the same each poll and
@@ -252,18 +257,33 @@ class Collector:
         self._prev = HostSample(wall, mono, cgroups, {k: n for k, n in errors.items() if n})
         return self._prev
 
-    def _watch_changes(self, paths: list[str], recreated: set[str]) -> Changes | None:
-        """Drain the watch, then watch the cgroups this poll found first (before their first
-        read, so no change to them can be missed) and drop the ones gone. None: no watch."""
+    def _settled(self, changes: Changes | None) -> Callable[[str], bool] | None:
+        """For discovery: whether a cgroup's children are known not to have changed."""
+        watch = self._watch
+        if watch is None or changes is None or changes.overflowed:
+            return None
+        moved = changes.children
+        return lambda path: (
+            watch.watching(path) and path not in moved and not self._recheck_due(path)
+        )
+
+    def _watch_new(self, paths: list[str], recreated: set[str]) -> None:
+        """Watch the cgroups this poll found first (before their first read, so no change
+        to them can be missed) and drop the ones gone."""
         watch = self._watch
         if watch is None:
-            return None
-        changes = watch.drain()
+            return
         watch.retain(paths)
         for path in paths:
             if path in recreated or not watch.watching(path):
                 watch.watch(path)
-        return changes
+
+    def _recheck_due(self, path: str) -> bool:
+        """Every ``recheck_every`` polls, staggered across cgroups by a hash of the path."""
+        stagger = self._stagger.get(path)
+        if stagger is None:
+            stagger = self._stagger[path] = zlib.crc32(path.encode("utf-8", "surrogateescape"))
+        return (self._reads + stagger) % self.config.recheck_every == 0
 
     def _changed(
         self, path: str, before: CgroupSample | None, changes: Changes | None
@@ -280,8 +300,7 @@ class Collector:
             or not watch.watching(path)
         ):
             return None
-        stagger = zlib.crc32(path.encode("utf-8", "surrogateescape"))
-        if (self._reads + stagger) % self.config.recheck_every == 0:
+        if self._recheck_due(path):
             return None
         parent = path.rpartition("/")[0] if "/" in path else ("" if path else None)
         mine = changes.of(path)

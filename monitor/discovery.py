@@ -29,7 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from runtime.cgroupfs import CgroupError, CgroupFS, CgroupGone, normalize
 from runtime.cgroupfs.core import parse_cgroup_stat
@@ -117,6 +117,7 @@ class Discovery:
         self._exclude = [compile_glob(g) for g in exclude]
         self._prune = [compile_glob(g[: -len("/**")]) for g in exclude if g.endswith("/**")]
         self._inodes: dict[str, int] = {}
+        self._kids: dict[str, list[tuple[str, int]]] = {}  # each cgroup's children last poll
         self.errors = 0  # directories that could not be listed for another reason than "gone"
 
     @property
@@ -125,12 +126,16 @@ class Discovery:
         through (a new number for the same path: the cgroup was re-created)."""
         return self._inodes
 
-    def poll(self) -> list[str]:
+    def poll(self, settled: Callable[[str], bool] | None = None) -> list[str]:
         """The selected cgroups, parents before children, siblings in name order.
 
         A cgroup that vanishes while being listed is left out with its subtree; nothing
-        here raises for a vanished cgroup.
+        here raises for a vanished cgroup. ``settled(path)`` True means no child of ``path``
+        can have been made or removed since the last poll (the collector's change watch saw
+        no mkdir or rmdir in it): its children are then taken from the last poll instead of
+        being looked up again.
         """
+        kids_of: dict[str, list[tuple[str, int]]] = {}
         inodes: dict[str, int] = {}
         out: list[str] = []
         try:
@@ -148,10 +153,14 @@ class Discovery:
             inodes[path] = inode
             if self._selected(path):
                 out.append(path)
-            if (self.max_depth is None or depth < self.max_depth) and self._has_children(path):
-                kids = self._children(path)
-                stack.extend((k, depth + 1, ino) for k, ino in reversed(kids))
-        self._inodes = inodes
+            if self.max_depth is not None and depth >= self.max_depth:
+                continue
+            kids = self._kids.get(path) if settled is not None and settled(path) else None
+            if kids is None:
+                kids = self._children(path) if self._has_children(path) else []
+            kids_of[path] = kids
+            stack.extend((k, depth + 1, ino) for k, ino in reversed(kids))
+        self._inodes, self._kids = inodes, kids_of
         return out
 
     def _selected(self, path: str) -> bool:

@@ -38,16 +38,18 @@ from dataclasses import dataclass, field
 from runtime import syscalls
 
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
-_MASK = syscalls.IN_MODIFY | syscalls.IN_ONLYDIR
+_MASK = syscalls.IN_MODIFY | syscalls.IN_CREATE | syscalls.IN_DELETE | syscalls.IN_ONLYDIR
 _BUFFER = 1 << 16
 
 
 @dataclass(slots=True)
 class Changes:
     """What changed since the last ``drain``: cgroup path -> names of the files written or
-    notified. ``overflowed``: events were lost, so anything may have changed."""
+    notified; the cgroups in which a child cgroup was made or removed; ``overflowed``:
+    events were lost, so anything may have changed."""
 
     files: dict[str, set[str]] = field(default_factory=dict)
+    children: set[str] = field(default_factory=set)  # cgroups in which a child was made/removed
     overflowed: bool = False
 
     def of(self, cgroup: str) -> Set[str]:
@@ -157,6 +159,10 @@ class ChangeWatch:
                 del self._path[wd]
                 if self._wd.get(cgroup) == wd:
                     del self._wd[cgroup]
+                continue
+            if mask & (syscalls.IN_CREATE | syscalls.IN_DELETE):
+                if mask & syscalls.IN_ISDIR:
+                    changes.children.add(cgroup)
                 continue
             if mask & syscalls.IN_MODIFY and size:
                 name = buf[start:offset].rstrip(b"\0").decode("utf-8", "surrogateescape")

@@ -84,6 +84,11 @@ def test_a_lazy_collector_sees_limits_events_and_new_files_at_the_next_poll(
         now = c.poll().sample.cgroups
         for path in (cgroup, child):
             assert now[path].events is not None and now[path].events.populated, path
+        made = f"{cgroup}/made-later"
+        fs.create(made)
+        assert c.poll().sample.cgroups[made].cpu is not None  # mkdir seen through the watch
+        fs.remove(made)
+        assert made not in c.poll().sample.cgroups  # and rmdir
         sleeper.stop()
         fs.remove(child)
         wait_until(lambda: "populated 0" in (fs.read(cgroup, "cgroup.events") or ""), 10, "")

@@ -519,3 +519,30 @@ def test_only_files_read_every_poll_or_notified_keep_an_fd(
     with collector(captured_fs, tmp_path, watch=False) as c:
         c.poll()
         assert c.open_fds > kept  # limits and witnesses are read every poll: kept too
+
+
+def test_discovery_reuses_the_children_of_settled_cgroups(
+    captured_fs: CgroupFS, tmp_path: Path
+) -> None:
+    discovery = Discovery(captured_fs)
+    first = discovery.poll()
+    (captured_fs.root / "capture" / "late").mkdir()
+    assert discovery.poll(settled=lambda path: True) == first  # told nothing changed
+    assert "capture/late" in discovery.poll(settled=lambda path: path != "capture")
+    assert "capture/late" in discovery.poll()
+
+
+def test_cgroups_made_and_removed_are_seen_at_the_next_poll_through_the_watch(
+    captured_fs: CgroupFS, tmp_path: Path
+) -> None:
+    late = captured_fs.root / "capture" / "late"
+    with collector(captured_fs, tmp_path, recheck_every=10**6) as c:
+        c.poll()
+        c.poll()
+        late.mkdir()
+        (late / "cpu.stat").write_text("usage_usec 5\nuser_usec 3\nsystem_usec 2\n")
+        assert c.poll().sample.cgroups["capture/late"].cpu is not None
+        (late / "cpu.stat").unlink()
+        late.rmdir()
+        assert "capture/late" not in c.poll().sample.cgroups
+        assert c.watched == len(c.poll().sample.cgroups)
