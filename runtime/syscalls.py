@@ -103,6 +103,19 @@ def inotify_rm_watch(fd: int, wd: int) -> None:
     _check(_libc.inotify_rm_watch(ctypes.c_int(fd), ctypes.c_int(wd)), f"inotify_rm_watch({wd})")
 
 
+# <malloc.h> (glibc)
+M_MMAP_THRESHOLD = -3
+
+
+def set_mmap_threshold(size: int) -> None:
+    """mallopt(M_MMAP_THRESHOLD, size): allocations of ``size`` bytes and more get their own
+    mmap and go back to the kernel when freed. Setting it also turns off glibc's dynamic
+    threshold, which after the first large free serves later large blocks from the heap,
+    where a long-running process that builds multi-megabyte buffers keeps them as RSS."""
+    if _libc.mallopt(ctypes.c_int(M_MMAP_THRESHOLD), ctypes.c_int(size)) != 1:
+        raise OSError(_errno.EINVAL, f"mallopt(M_MMAP_THRESHOLD, {size}) refused")
+
+
 def unshare(flags: int) -> None:
     """unshare(2). EINVAL for CLONE_NEWUSER in a multithreaded process."""
     _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
@@ -295,3 +308,76 @@ def seccomp_set_mode_filter(program: bytes, flags: int = 0) -> None:
         ctypes.byref(prog),
     )
     _check(result, f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x}, {len(program) // 8} insns)")
+
+
+# <asm/unistd_64.h> (x86_64) and <linux/mount.h>: the new mount API (open_tree and
+# move_mount since Linux 5.2, mount_setattr since 5.12); glibc 2.36 wrappers are not assumed.
+SYS_open_tree = 428
+SYS_move_mount = 429
+SYS_mount_setattr = 442
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
+# <fcntl.h>
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
+
+class _MountAttr(ctypes.Structure):
+    # struct mount_attr (MOUNT_ATTR_SIZE_VER0, 32 bytes).
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def open_tree(dfd: int, path: str, flags: int) -> int:
+    """open_tree(2) through syscall(): with OPEN_TREE_CLONE, an fd of a detached copy of the
+    mount at ``path`` (its submounts too with AT_RECURSIVE). ENOSYS before Linux 5.2."""
+    result = _libc.syscall(
+        ctypes.c_long(SYS_open_tree), ctypes.c_int(dfd), _fs(path), ctypes.c_uint(flags)
+    )
+    return _check(result, f"open_tree({flags:#x})", path)
+
+
+def move_mount(from_dfd: int, from_path: str, to_dfd: int, to_path: str, flags: int) -> None:
+    """move_mount(2) through syscall(): attach (or move) the mount ``from_dfd``/``from_path``
+    names onto ``to_path``; MOVE_MOUNT_F_EMPTY_PATH takes the mount from ``from_dfd`` itself."""
+    result = _libc.syscall(
+        ctypes.c_long(SYS_move_mount),
+        ctypes.c_int(from_dfd),
+        _fs(from_path),
+        ctypes.c_int(to_dfd),
+        _fs(to_path),
+        ctypes.c_uint(flags),
+    )
+    _check(result, f"move_mount(fd={from_dfd}, {flags:#x})", to_path)
+
+
+def mount_setattr(
+    dfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0, userns_fd: int = 0
+) -> None:
+    """mount_setattr(2) through syscall() with struct mount_attr. MOUNT_ATTR_IDMAP with
+    ``userns_fd``: EINVAL when the filesystem does not support idmapped mounts or the mount
+    is attached already; EPERM without CAP_SYS_ADMIN over the filesystem's user namespace
+    or for the initial user namespace; ENOSYS before Linux 5.12."""
+    attr = _MountAttr(attr_set, attr_clr, 0, userns_fd)
+    result = _libc.syscall(
+        ctypes.c_long(SYS_mount_setattr),
+        ctypes.c_int(dfd),
+        _fs(path),
+        ctypes.c_uint(flags),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    _check(result, f"mount_setattr(fd={dfd}, set={attr_set:#x}, userns_fd={userns_fd})", path)
+
+
+# <linux/prctl.h>: the container shim adopts the container's PID 1 (forked by a setup process
+# that exits) as conmon does.
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37

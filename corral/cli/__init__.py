@@ -1,25 +1,54 @@
-"""The `corral` command. Each verb lives in its own module; no business logic here."""
+"""The `corral` command. Each verb lives in its own module; no business logic here.
+
+Verbs are imported only when invoked (click's documented LazyGroup pattern): `corral serve`
+then does not carry the dashboard's, the doctor's or the VM tooling's modules in its memory,
+and `corral run` starts without importing the monitor.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from corral import __version__
-from corral.cli.doctor import doctor
-from corral.cli.machine import machine
-from corral.cli.record import record_cmd
-from corral.cli.rootfs import rootfs
-from corral.cli.serve import serve
+
+# name -> "module:attribute" of its click command.
+COMMANDS = {
+    "machine": "corral.cli.machine:machine",
+    "doctor": "corral.cli.doctor:doctor",
+    "record": "corral.cli.record:record_cmd",
+    "serve": "corral.cli.serve:serve",
+    "rootfs": "corral.cli.rootfs:rootfs",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from COMMANDS on first use."""
+
+    def __init__(self, *args: object, lazy: dict[str, str], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self._lazy.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="corral")
 def main() -> None:
     """cgroup v2 containers, monitoring and enforcement for one Linux host."""
-
-
-main.add_command(machine)
-main.add_command(doctor)
-main.add_command(record_cmd)
-main.add_command(serve)
-main.add_command(rootfs)

@@ -31,8 +31,10 @@ from monitor.exporter.server import MetricsServer, parse_listen
 from monitor.exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from runtime.cgroupfs import CgroupError, CgroupFS
 from runtime.cgroupfs.openfiles import FD_RESERVE, raise_fd_rlimit
+from runtime.syscalls import set_mmap_threshold
 
 log = logging.getLogger("corral.serve")
+MMAP_THRESHOLD = 128 * 1024  # glibc's default, made fixed (runtime.syscalls.set_mmap_threshold)
 PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
 NO_ENFORCER = (
     "corral serve: the enforcer arrives with the enforce issue and is not in this version.\n"
@@ -125,6 +127,9 @@ def serve(
         raise click.BadParameter(str(e), param_hint="--subtree") from None
     setup_logging(log_level)
     raise_fd_rlimit(fd_limit + FD_RESERVE)
+    # Each scrape of a new poll builds a body of a few MB: those buffers must go back to the
+    # kernel when the next poll replaces them, not stay in the heap as RSS.
+    set_mmap_threshold(MMAP_THRESHOLD)
     try:
         fs = CgroupFS(cgroup_root) if cgroup_root else CgroupFS.discover()
     except CgroupError as e:
