@@ -89,12 +89,12 @@ class LineCache:
     object last written for that cgroup label; ``retain`` drops cgroups no longer polled."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[CgroupSample, tuple[str, ...]]] = {}
+        self._entries: dict[str, tuple[CgroupSample, tuple[bytes, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lines(self, label: str, sample: CgroupSample, names: DeviceName) -> tuple[str, ...]:
+    def lines(self, label: str, sample: CgroupSample, names: DeviceName) -> tuple[bytes, ...]:
         entry = self._entries.get(label)
         if entry is not None and entry[0] is sample:
             return entry[1]
@@ -108,16 +108,17 @@ class LineCache:
             del self._entries[label]
 
 
-def cgroup_lines(label: str, sample: CgroupSample, names: DeviceName) -> tuple[str, ...]:
-    """One string per entry of CGROUP_METRICS: that cgroup's sample lines ("" for none)."""
+def cgroup_lines(label: str, sample: CgroupSample, names: DeviceName) -> tuple[bytes, ...]:
+    """One bytes per entry of CGROUP_METRICS: that cgroup's sample lines (b"" for none).
+    Bytes, not str: the body is joined from them with no str-to-bytes copy of it all."""
     cgroup = f'{{cgroup="{escape_value(label)}"'
-    out: list[str] = []
+    out: list[bytes] = []
     for name, extract, extra_labels in _EXTRACTORS:
         points = extract(sample, names)
         if not points:
-            out.append("")
+            out.append(b"")
         elif len(points) == 1 and not points[0][0]:
-            out.append(f"{name}{cgroup}}} {format_value(points[0][1])}\n")
+            out.append(f"{name}{cgroup}}} {format_value(points[0][1])}\n".encode())
         else:
             out.append(
                 "".join(
@@ -125,7 +126,7 @@ def cgroup_lines(label: str, sample: CgroupSample, names: DeviceName) -> tuple[s
                     if extra
                     else f"{name}{cgroup}}} {format_value(value)}\n"
                     for extra, value in points
-                )
+                ).encode()
             )
     return tuple(out)
 
@@ -141,7 +142,7 @@ def info_line(metric: Metric, label: str, name: CgroupName) -> str:
 
 def body(
     helps: Mapping[str, str],
-    per_cgroup: list[tuple[str, tuple[str, ...]]],
+    per_cgroup: list[tuple[str, tuple[bytes, ...]]],
     info: list[str],
     self_families: list[tuple[Metric, list[str]]],
     openmetrics: bool,
@@ -149,17 +150,18 @@ def body(
     """The whole exposition: per-cgroup families in catalogue order (a family with no
     sample is left out, as prometheus_client's writers would have nothing to say), the
     cgroup info family, then the self-metrics."""
-    parts: list[str] = []
+    parts: list[bytes] = []
     for i, metric in enumerate(CGROUP_METRICS):
-        samples = "".join([lines[i] for _, lines in per_cgroup])
-        if samples:
-            parts.append(header(metric, helps[metric.name], openmetrics))
-            parts.append(samples)
-    parts.append(header(CGROUP_INFO, helps[CGROUP_INFO.name], openmetrics))
-    parts.extend(info)
+        first = len(parts) + 1
+        parts.append(b"")  # the header's place, filled if the family has a sample
+        parts.extend([lines[i] for _, lines in per_cgroup if lines[i]])
+        if len(parts) > first:
+            parts[first - 1] = header(metric, helps[metric.name], openmetrics).encode()
+    text = [header(CGROUP_INFO, helps[CGROUP_INFO.name], openmetrics), *info]
     for metric, lines in self_families:
-        parts.append(header(metric, helps[metric.name], openmetrics))
-        parts.extend(lines)
+        text.append(header(metric, helps[metric.name], openmetrics))
+        text.extend(lines)
     if openmetrics:
-        parts.append("# EOF\n")
-    return "".join(parts).encode()
+        text.append("# EOF\n")
+    parts.append("".join(text).encode())
+    return b"".join(parts)

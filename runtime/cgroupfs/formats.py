@@ -6,6 +6,7 @@ Pure functions: text in, typed values out. ``source`` names the file in error me
 from __future__ import annotations
 
 import enum
+import sys
 from typing import Literal, TypeAlias
 
 from runtime.cgroupfs.errors import InvalidLimit, ParseError
@@ -65,7 +66,8 @@ def parse_flat_keyed(text: str, source: str) -> dict[str, int]:
         parts = line.split()
         if len(parts) != 2 or not _is_int(parts[1]):
             raise _error(source, line, "'KEY INTEGER' on every line")
-        out[parts[0]] = int(parts[1])
+        # Interned: a thousand cgroups' memory.stat share one string per key.
+        out[sys.intern(parts[0])] = int(parts[1])
     return out
 
 

@@ -57,7 +57,7 @@ def test_line_cache_reuses_lines_of_the_same_sample_object_only(tmp_path: Path) 
     changed = cache.lines("capture/web", busier, names)
     assert changed is not first
     assert changed == cgroup_lines("capture/web", busier, names)
-    assert 'corral_cpu_usage_seconds_total{cgroup="capture/web"} 123.0\n' in changed
+    assert b'corral_cpu_usage_seconds_total{cgroup="capture/web"} 123.0\n' in changed
     cache.retain(["other"])
     assert len(cache) == 0
 
