@@ -6,11 +6,11 @@ the dashboard) never see half a poll.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from monitor.model import CgroupModel, build_model
-from monitor.sample import HostSample
+from monitor.sample import CgroupSample, HostSample
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,46 @@ def build_snapshot(
     same cgroup was in it. Pure: the live collector and a recording's replay share it."""
     dt = None if prev is None else cur.monotonic - prev.monotonic
     before = prev.cgroups if prev is not None else {}
-    models = {
-        path: build_model(before.get(path), sample, dt) for path, sample in cur.cgroups.items()
-    }
-    return Snapshot(seq, cur, models, names, collect_seconds)
+    return Snapshot(seq, cur, Models(before, cur.cgroups, dt), names, collect_seconds)
+
+
+class Models(Mapping[str, CgroupModel]):
+    """Each cgroup's model, built the first time it is asked for: the exporter serves raw
+    samples only, so an agent with no enforcer or dashboard reading models never pays for
+    them (a quarter of a poll's CPU). Read-only to its users; safe to read from several
+    threads (a model built twice at once is the same value). Once every model is built the
+    previous poll's samples are let go."""
+
+    __slots__ = ("_before", "_built", "_cur", "_dt")
+
+    def __init__(
+        self,
+        before: Mapping[str, CgroupSample],
+        cur: Mapping[str, CgroupSample],
+        dt: float | None,
+    ) -> None:
+        self._before: Mapping[str, CgroupSample] | None = before
+        self._cur = cur
+        self._dt = dt
+        self._built: dict[str, CgroupModel] = {}
+
+    def __getitem__(self, path: str) -> CgroupModel:
+        model = self._built.get(path)
+        if model is not None:
+            return model
+        sample = self._cur[path]  # KeyError for a cgroup the poll did not read
+        before = self._before
+        model = build_model(None if before is None else before.get(path), sample, self._dt)
+        self._built[path] = model
+        if len(self._built) == len(self._cur):
+            self._before = None
+        return model
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cur)
+
+    def __len__(self) -> int:
+        return len(self._cur)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._cur
