@@ -50,7 +50,7 @@ from monitor.discovery import Discovery
 from monitor.naming import Namer
 from monitor.sample import CgroupSample, HostSample, Limits
 from monitor.snapshot import Snapshot, build_snapshot
-from runtime.cgroupfs import CgroupError, CgroupFS, CgroupGone, ParseError, normalize
+from runtime.cgroupfs import CgroupFS, CgroupGone, ParseError, normalize
 from runtime.cgroupfs.core import parse_cgroup_events
 from runtime.cgroupfs.cpu import parse_cpu_max, parse_cpu_stat
 from runtime.cgroupfs.formats import parse_int, parse_int_or_max
@@ -385,21 +385,9 @@ class Collector:
         self, path: str, table: Table, errors: Counter[str], keep: bool = True
     ) -> dict[str, Any]:
         """field -> parsed value for each file of ``table`` that ``path`` has."""
-        out: dict[str, Any] = {}
-        parsed = self._files.parsed
-        for name, field, parse in table:
-            try:
-                value = parsed(path, name, parse, keep)
-            except CgroupGone:
-                raise
-            except ParseError as e:
-                self._count(errors, "parse", e)
-                continue
-            except CgroupError as e:
-                self._count(errors, "read", e)
-                continue
-            if value is not None:
-                out[field] = value
+        out, problems = self._files.parsed_table(path, table, keep)
+        for problem in problems:
+            self._count(errors, "parse" if isinstance(problem, ParseError) else "read", problem)
         return out
 
     def _count(self, errors: Counter[str], kind: str, error: Exception) -> None:

@@ -28,7 +28,7 @@ import errno
 import os
 import resource
 from collections.abc import Callable, Collection, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from runtime.cgroupfs.errors import CgroupError, CgroupGone, ParseError
 
@@ -179,6 +179,10 @@ class OpenFiles:
         last = cg.memo.get(name)
         if last is not None and last[0] == raw:
             return last[1]  # type: ignore[return-value]  # what parse returned for it
+        return self._parse(cg, name, raw, parse)
+
+    @staticmethod
+    def _parse(cg: _Cgroup, name: str, raw: bytes, parse: Callable[[str, str], T]) -> T:
         source = cg.prefix + name
         try:
             text = raw.decode()
@@ -187,6 +191,52 @@ class OpenFiles:
         value = parse(text, source)
         cg.memo[name] = (raw, value)
         return value
+
+    def parsed_table(
+        self, cgroup: str, rows: Iterable[tuple[str, str, Callable[[str, str], Any]]], keep: bool
+    ) -> tuple[dict[str, Any], list[CgroupError]]:
+        """``parsed`` for each (file, key, parse) of ``rows``, in one tight loop (the poll's
+        hot path): {key: value} for the files ``cgroup`` has, and the errors of the files
+        that could not be read or parsed. Raises CgroupGone when the cgroup vanished."""
+        out: dict[str, Any] = {}
+        problems: list[CgroupError] = []
+        cg = self._cgroups.get(cgroup)
+        pread = os.pread
+        for name, key, parse in rows:
+            fd = None if cg is None else cg.fds.get(name)
+            if cg is None or fd is None:
+                try:
+                    value = self.parsed(cgroup, name, parse, keep)
+                except CgroupGone:
+                    raise
+                except CgroupError as e:
+                    problems.append(e)
+                    continue
+                cg = self._cgroups.get(cgroup)
+                if value is not None:
+                    out[key] = value
+                continue
+            try:
+                raw = pread(fd, READ_SIZE, 0)
+                if len(raw) == READ_SIZE:
+                    raw = _pread_all(fd)
+            except OSError as e:
+                try:
+                    self._failed(cgroup, cg, name, e)
+                except CgroupGone:
+                    raise
+                except CgroupError as err:
+                    problems.append(err)
+                continue
+            last = cg.memo.get(name)
+            if last is not None and last[0] == raw:
+                out[key] = last[1]
+                continue
+            try:
+                out[key] = self._parse(cg, name, raw, parse)
+            except ParseError as e:
+                problems.append(e)
+        return out, problems
 
     def is_open(self, cgroup: str, name: str) -> bool:
         """Whether ``name`` of ``cgroup`` is read through a kept fd (its inode then stays
