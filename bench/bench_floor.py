@@ -33,6 +33,10 @@ class Floor:
             bufsize=1,
         )
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def run(self) -> FloorPass:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write("go\n")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import psutil
 from bench_agent import AgentProcess, Scrape
 from bench_floor import Floor
 from bench_tree import Tree
@@ -267,6 +268,24 @@ def _fresh_scrapes(agent: AgentProcess, wanted: int, last: Scrape) -> list[Scrap
         if len(out) == wanted:
             break
     return out
+
+
+def floor_cpu(tree: Tree, floor_bin: str, passes: int = 30) -> dict[str, Any]:
+    """CPU time (user + system) the C floor spends on one pass over the agent_cpu phase's
+    cgroups: what reading those files once a second costs at the least, in this guest."""
+    floor = Floor(floor_bin, tree.dirs(tree.groups[0]), STAT_FILES)
+    try:
+        proc = psutil.Process(floor.pid)
+        for _ in range(3):
+            floor.run()
+        before = proc.cpu_times()
+        for _ in range(passes):
+            floor.run()
+        after = proc.cpu_times()
+    finally:
+        floor.close()
+    spent = (after.user - before.user) + (after.system - before.system)
+    return {"passes": passes, "cpu_seconds_per_pass": spent / passes}
 
 
 def agent_cpu(tree: Tree, port: int, seconds: float, log: str) -> dict[str, Any]:

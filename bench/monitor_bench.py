@@ -27,7 +27,7 @@ import shutil
 import time
 from typing import Any
 
-from bench_phases import agent_cpu, poll_vs_floor, say, scrape_vs_render
+from bench_phases import agent_cpu, floor_cpu, poll_vs_floor, say, scrape_vs_render
 from bench_tree import Tree, build, destroy
 
 from runtime.cgroupfs import CgroupFS
@@ -103,6 +103,7 @@ def _run_phases(args: argparse.Namespace, tree: Tree, results: dict[str, Any]) -
     results["cpu"] = agent_cpu(
         tree, args.port + 1, args.cpu_seconds, os.path.join(args.out, "agent-cpu.log")
     )
+    results["cpu"]["floor"] = floor_cpu(tree, args.floor)
 
 
 if __name__ == "__main__":
