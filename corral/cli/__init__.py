@@ -20,6 +20,10 @@ COMMANDS = {
     "record": "corral.cli.record:record_cmd",
     "serve": "corral.cli.serve:serve",
     "rootfs": "corral.cli.rootfs:rootfs",
+    "ps": "corral.cli.containers:ps",
+    "inspect": "corral.cli.containers:inspect",
+    "rm": "corral.cli.containers:rm",
+    "logs": "corral.cli.containers:logs",
 }
 
 
