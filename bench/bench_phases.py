@@ -272,7 +272,8 @@ def _fresh_scrapes(agent: AgentProcess, wanted: int, last: Scrape) -> list[Scrap
 
 def floor_cpu(tree: Tree, floor_bin: str, passes: int = 30) -> dict[str, Any]:
     """CPU time (user + system) the C floor spends on one pass over the agent_cpu phase's
-    cgroups: what reading those files once a second costs at the least, in this guest."""
+    cgroups, one pass a second as the agent polls: what reading those files once a second
+    costs at the least, in this guest."""
     floor = Floor(floor_bin, tree.dirs(tree.groups[0]), STAT_FILES)
     try:
         proc = psutil.Process(floor.pid)
@@ -280,12 +281,21 @@ def floor_cpu(tree: Tree, floor_bin: str, passes: int = 30) -> dict[str, Any]:
             floor.run()
         before = proc.cpu_times()
         for _ in range(passes):
+            time.sleep(1.0)
             floor.run()
         after = proc.cpu_times()
     finally:
         floor.close()
-    spent = (after.user - before.user) + (after.system - before.system)
-    return {"passes": passes, "cpu_seconds_per_pass": spent / passes}
+    return {
+        "passes": passes,
+        "cpu_seconds_per_pass": _spent(before, after) / passes,
+        "user_per_pass": (after.user - before.user) / passes,
+        "system_per_pass": (after.system - before.system) / passes,
+    }
+
+
+def _spent(before: Any, after: Any) -> float:
+    return float((after.user - before.user) + (after.system - before.system))
 
 
 def agent_cpu(tree: Tree, port: int, seconds: float, log: str) -> dict[str, Any]:
@@ -293,15 +303,17 @@ def agent_cpu(tree: Tree, port: int, seconds: float, log: str) -> dict[str, Any]
     try:
         agent.wait_ready(300)
         time.sleep(3)  # past start-up: imports, first polls, every fd opened
-        cpu0, t0 = agent.cpu_seconds(), time.monotonic()
+        cpu0, times0, t0 = agent.cpu_seconds(), agent.ps.cpu_times(), time.monotonic()
         time.sleep(seconds)
-        cpu1, t1 = agent.cpu_seconds(), time.monotonic()
+        cpu1, times1, t1 = agent.cpu_seconds(), agent.ps.cpu_times(), time.monotonic()
         samples = agent.scrape()
         return {
             "cgroups": 1 + len([leaf for leaf in tree.leaves if leaf.startswith(tree.groups[0])]),
             "cpu_seconds": cpu1 - cpu0,
             "wall_seconds": t1 - t0,
             "core_fraction": (cpu1 - cpu0) / (t1 - t0),
+            "user_fraction": (times1.user - times0.user) / (t1 - t0),
+            "system_fraction": (times1.system - times0.system) / (t1 - t0),
             "rss": agent.rss(),
             "scrape_samples": samples.samples,
         }
