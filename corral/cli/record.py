@@ -98,6 +98,7 @@ def record_cmd(
     exclude: tuple[str, ...],
     max_depth: int | None,
     fd_limit: int,
+    recheck_every: int,
     force: bool,
 ) -> None:
     """Poll every cgroup each INTERVAL and write the raw samples to FILE, a compact
@@ -105,7 +106,9 @@ def record_cmd(
     every = parse_duration(interval, "--interval")
     seconds = parse_duration(duration, "--duration", zero_ok=True) if duration is not None else None
     try:
-        config = CollectorConfig(subtree, include or ("**",), exclude, max_depth, fd_limit)
+        config = CollectorConfig(
+            subtree, include or ("**",), exclude, max_depth, fd_limit, recheck_every
+        )
     except (ValueError, CgroupError) as e:
         raise click.ClickException(str(e)) from None
     raise_fd_rlimit(fd_limit + FD_RESERVE)

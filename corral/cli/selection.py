@@ -8,13 +8,16 @@ from typing import TypeVar
 
 import click
 
+from monitor.collector import DEFAULT_RECHECK_EVERY
+
 F = TypeVar("F", bound=Callable[..., object])
 
 DEFAULT_FD_LIMIT = 32768
 
 
 def collector_options(command: F) -> F:
-    """--cgroup-root, --subtree, --include, --exclude, --max-depth, --fd-limit."""
+    """--cgroup-root, --subtree, --include, --exclude, --max-depth, --fd-limit,
+    --recheck-every."""
     options = [
         click.option(
             "--cgroup-root",
@@ -33,7 +36,16 @@ def collector_options(command: F) -> F:
             type=click.IntRange(min=0),
             default=DEFAULT_FD_LIMIT,
             show_default=True,
-            help="Cgroup files kept open between polls (about 26 per cgroup; 0 reopens each).",
+            help="Cgroup files kept open between polls (about 15 per cgroup; 0 reopens each).",
+        ),
+        click.option(
+            "--recheck-every",
+            type=click.IntRange(min=1),
+            default=DEFAULT_RECHECK_EVERY,
+            show_default=True,
+            metavar="POLLS",
+            help="Limit and event files are read when inotify says they changed, and every "
+            "file of a cgroup at least once per this many polls (1: every file every poll).",
         ),
     ]
     for option in reversed(options):

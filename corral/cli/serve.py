@@ -109,6 +109,7 @@ def serve(
     max_depth: int | None,
     web_config: str | None,
     fd_limit: int,
+    recheck_every: int,
     log_level: str,
 ) -> None:
     """Run the collector and the Prometheus exporter until SIGTERM or SIGINT."""
@@ -122,7 +123,9 @@ def serve(
     seconds = parse_duration(interval, "--interval", 0.1, 3600)
     web = _web_config(web_config)
     try:
-        config = CollectorConfig(subtree, include or ("**",), exclude, max_depth, fd_limit)
+        config = CollectorConfig(
+            subtree, include or ("**",), exclude, max_depth, fd_limit, recheck_every
+        )
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--subtree") from None
     setup_logging(log_level)

@@ -337,6 +337,11 @@ def markdown() -> str:
         "- A limit that is `max` has no series: not 0, not +Inf.",
         "- Samples carry no timestamps. Every HELP text says how often corral polls, and every"
         " series is as old as `time() - corral_last_collect_timestamp_seconds`.",
+        "- Limits and the event files (cgroup.events, memory.events, pids.events) are read when"
+        " inotify reports a change to them (a write, or the kernel's own notification), and every"
+        " file of a cgroup at least once per `--recheck-every` polls (30 by default): a limit"
+        " written through another cgroup namespace's mount of cgroup2, which raises no"
+        " notification here, shows within that many polls.",
         "- memory.stat keys are separate metrics, not one family with a label: they overlap"
         " (file includes shmem and file_mapped; kernel includes slab), so a sum over such a"
         " label would be meaningless.",
