@@ -174,8 +174,14 @@ class Collector:
 
     @property
     def opens(self) -> int:
-        """open(2) calls made so far; it stops growing once every file is kept open."""
+        """open(2) calls made so far for the files read every poll; it stops growing once
+        every one of them is kept open. (Limit and witness files, read when the watch says
+        they changed, are opened and closed each time: ``opens_on_demand``.)"""
         return self._files.opens
+
+    @property
+    def opens_on_demand(self) -> int:
+        return self._files.opens_on_demand
 
     def __enter__(self) -> Collector:
         return self
@@ -278,6 +284,16 @@ class Collector:
             if path in recreated or not watch.watching(path):
                 watch.watch(path)
 
+    def _every_poll(self, path: str, witnesses: bool) -> bool:
+        """Whether ``path``'s limit files (or witness files) are read every poll, and so
+        worth an fd: without a watch on the cgroup (or, for the witnesses, on its parent,
+        whose cgroup.subtree_control decides them)."""
+        watch = self._watch
+        if watch is None or not watch.watching(path):
+            return True
+        parent = _parent(path)
+        return witnesses and parent is not None and not watch.watching(parent)
+
     def _recheck_due(self, path: str) -> bool:
         """Every ``recheck_every`` polls, staggered across cgroups by a hash of the path."""
         stagger = self._stagger.get(path)
@@ -302,7 +318,7 @@ class Collector:
             return None
         if self._recheck_due(path):
             return None
-        parent = path.rpartition("/")[0] if "/" in path else ("" if path else None)
+        parent = _parent(path)
         mine = changes.of(path)
         if parent is None or not watch.watching(parent):
             return Changed(mine, True)
@@ -333,7 +349,7 @@ class Collector:
         errors: Counter[str],
     ) -> CgroupSample:
         if changed is None or changed.parent_controls or not changed.files.isdisjoint(WITNESSES):
-            self._files.refresh_absent(path, WITNESSES, keep=self._watch is None)
+            self._files.refresh_absent(path, WITNESSES, keep=self._every_poll(path, True))
         stats = self._table(path, STATS, errors)
         self._events(path, before, changed, stats, errors)
         pressure: Mapping[str, Pressure] = self._table(path, PRESSURE, errors)
@@ -375,8 +391,7 @@ class Collector:
                     out[field] = value
 
     def _limits(self, path: str, before: CgroupSample | None, errors: Counter[str]) -> Limits:
-        # Read every poll only without a watch: only then are their fds worth keeping.
-        values = self._table(path, LIMITS, errors, keep=self._watch is None)
+        values = self._table(path, LIMITS, errors, keep=self._every_poll(path, False))
         if before is not None and _same_fields(values, _limit_values(before.limits), _LIMIT_FIELDS):
             return before.limits
         return Limits(**values)
@@ -411,6 +426,13 @@ class Changed:
 
     files: AbstractSet[str]
     parent_controls: bool
+
+
+def _parent(path: str) -> str | None:
+    """The parent cgroup's path ("" for the root's children), None for the root."""
+    if not path:
+        return None
+    return path.rpartition("/")[0]
 
 
 def _change_watch(root: str | os.PathLike[str]) -> ChangeWatch | None:

@@ -111,7 +111,10 @@ class OpenFiles:
     def __init__(self, root: str | os.PathLike[str], limit: int = DEFAULT_FD_LIMIT) -> None:
         self.root = os.fspath(root).rstrip("/")
         self.limit = fd_bound(limit)
-        self.opens = 0  # open(2) calls that succeeded, for tests and benchmarks
+        # open(2) calls that succeeded, for tests and benchmarks: of files to keep open (read
+        # every poll), and of files read now and then (``keep=False``) and closed again.
+        self.opens = 0
+        self.opens_on_demand = 0
         self._cgroups: dict[str, _Cgroup] = {}
         self._open = 0
 
@@ -284,7 +287,10 @@ class OpenFiles:
         except OSError as e:
             self._failed(cgroup, cg, name, e)
             return None
-        self.opens += 1
+        if keep:
+            self.opens += 1
+        else:
+            self.opens_on_demand += 1
         try:
             data = _pread_all(fd)
         except BaseException as e:
