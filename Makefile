@@ -55,6 +55,7 @@ bench: setup
 	mkdir -p bench/out
 	gcc -O2 -Wall -Wextra -o bench/out/floor_read bench/floor_read.c
 	$(PY) bench/recording_size.py bench/out/recording_host.json
+	cd bench && ../$(PY) native_cpu.py out/native_cpu.json --floor out/floor_read
 	$(CORRAL) machine run --memory 2G --cpus 2 --timeout 3600 --out $(CURDIR)/bench/out -- \
 		$(PY) bench/monitor_bench.py --out $(CURDIR)/bench/out \
 		--floor $(CURDIR)/bench/out/floor_read $(BENCH_OPTS)

@@ -124,6 +124,7 @@ def _other_rows(results: dict[str, Any]) -> list[str]:
         "core | | | < 2% | "
         f"{_met(frac < TARGETS['cpu'])} |",
         *_floor_cpu_row(cpu),
+        *_native_cpu_row(results.get("native_cpu")),
         f"| Recording, {results['poll']['cgroups']} cgroups, {rec['frames']} frames: bytes per "
         f"cgroup per sample | {rec['bytes_per_cgroup_sample']:.1f} overall; "
         f"{delta:.1f} per delta frame; {rec['keyframe_bytes_per_cgroup']:.1f} in the keyframe "
@@ -149,6 +150,24 @@ def _floor_cpu_row(cpu: dict[str, Any]) -> list[str]:
         f"{_user_system(floor, 'per_pass')}) | | "
         f"{frac * 100:.2f}% of one core | {cpu['core_fraction'] / frac:.2f}x | (information: "
         "the least any reader of these files pays in this emulated guest) | |"
+    ]
+
+
+def _native_cpu_row(native: dict[str, Any] | None) -> list[str]:
+    if not native:
+        return []
+    agent, floor = native["agent"], native["floor"]
+    frac = agent["user_fraction"] + agent["system_fraction"]
+    floor_frac = floor["user_per_pass"] + floor["system_per_pass"]
+    ratio = f"{frac / floor_frac:.2f}x" if floor_frac else ""
+    return [
+        f"| Native, on this host's own kernel ({native['kernel']}, no emulation): `corral serve` "
+        f"polling {native['cgroups']} cgroups of {native['root']} every 1 s, vs the C floor "
+        f"reading the same files once a second; this hybrid host's cgroup2 has no controllers, "
+        f"so both read only the {len(native['files'])} files such a cgroup has "
+        f"({', '.join(native['files'])}) | {frac * 100:.2f}% of one core | C floor: "
+        f"{floor_frac * 100:.2f}% | {ratio} | < 2% | {_met(frac < TARGETS['cpu'])} (natively, "
+        "with fewer files) |"
     ]
 
 
@@ -256,6 +275,10 @@ def main(argv: list[str]) -> int:
         return 2
     with open(argv[1]) as f:
         results = json.load(f)
+    native_path = os.path.join(os.path.dirname(argv[1]), "native_cpu.json")
+    if os.path.exists(native_path):  # written on the host by native_cpu.py
+        with open(native_path) as f:
+            results["native_cpu"] = json.load(f)
     sizes = None
     host_sizes = os.path.join(os.path.dirname(argv[1]), "recording_host.json")
     if os.path.exists(host_sizes):  # written on the host by recording_size.py
