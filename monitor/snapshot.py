@@ -76,10 +76,11 @@ class Models(Mapping[str, CgroupModel]):
         model = self._built.get(path)
         if model is not None:
             return model
-        sample = self._cur[path]  # KeyError for a cgroup the poll did not read
         before = self._before
-        model = build_model(None if before is None else before.get(path), sample, self._dt)
-        self._built[path] = model
+        if before is None:  # every model was built meanwhile (by another thread)
+            return self._built[path]
+        sample = self._cur[path]  # KeyError for a cgroup the poll did not read
+        model = self._built.setdefault(path, build_model(before.get(path), sample, self._dt))
         if len(self._built) == len(self._cur):
             self._before = None
         return model
