@@ -274,7 +274,14 @@ def floor_cpu(tree: Tree, floor_bin: str, passes: int = 30) -> dict[str, Any]:
     """CPU time (user + system) the C floor spends on one pass over the agent_cpu phase's
     cgroups, one pass a second as the agent polls: what reading those files once a second
     costs at the least, in this guest."""
-    floor = Floor(floor_bin, tree.dirs(tree.groups[0]), STAT_FILES)
+    return floor_cpu_over(floor_bin, tree.dirs(tree.groups[0]), STAT_FILES, passes)
+
+
+def floor_cpu_over(
+    floor_bin: str, dirs: list[str], files: list[str], passes: int
+) -> dict[str, Any]:
+    """The C floor's CPU time per pass over ``dirs`` x ``files``, passes 1 s apart."""
+    floor = Floor(floor_bin, dirs, files)
     try:
         proc = psutil.Process(floor.pid)
         for _ in range(3):

@@ -23,8 +23,7 @@ import urllib.request
 from typing import Any
 
 import psutil
-from bench_floor import Floor
-from bench_phases import STAT_FILES
+from bench_phases import STAT_FILES, floor_cpu_over
 
 from runtime.cgroupfs import CgroupFS
 
@@ -83,24 +82,6 @@ def _agent_cpu(fs: CgroupFS, base: str, port: int, seconds: float) -> dict[str, 
         agent.wait(30)
 
 
-def _floor_cpu(floor_bin: str, dirs: list[str], files: list[str], passes: int) -> dict[str, Any]:
-    floor = Floor(floor_bin, dirs, files)
-    try:
-        proc = psutil.Process(floor.pid)
-        floor.run()
-        before = proc.cpu_times()
-        for _ in range(passes):
-            time.sleep(1.0)
-            floor.run()
-        after = proc.cpu_times()
-    finally:
-        floor.close()
-    return {
-        "user_per_pass": (after.user - before.user) / passes,
-        "system_per_pass": (after.system - before.system) / passes,
-    }
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out")
@@ -121,7 +102,7 @@ def main() -> int:
             "cgroups": len(dirs),
             "files": files,
             "agent": _agent_cpu(fs, base, args.port, args.seconds),
-            "floor": _floor_cpu(args.floor, dirs, files, int(args.seconds)),
+            "floor": floor_cpu_over(args.floor, dirs, files, int(args.seconds)),
         }
     finally:
         fs.kill(base)
