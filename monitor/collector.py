@@ -103,6 +103,11 @@ LIMITS: Table = (
 # The files whose text decides which of the others a cgroup has (see OpenFiles.refresh_absent).
 WITNESSES = ("cgroup.controllers", "cgroup.pressure")
 LIMIT_FILES = frozenset(name for name, _, _ in LIMITS)
+# Read every poll, in one pass; the pressure files under keys apart from the fields.
+HOT: Table = (*STATS, *((name, f"pressure {r}", parse) for name, r, parse in PRESSURE))
+_RESOURCES = tuple((f"pressure {r}", r) for _, r, _ in PRESSURE)
+_EVENT_FILES = tuple(name for name, _, _ in EVENTS)
+_EVENT_FIELDS = tuple(field for _, field, _ in EVENTS)
 DEFAULT_RECHECK_EVERY = 30
 
 _STAT_FIELDS = tuple(field for _, field, _ in (*STATS, *EVENTS))
@@ -319,10 +324,13 @@ class Collector:
         if self._recheck_due(path):
             return None
         parent = _parent(path)
-        mine = changes.of(path)
+        mine = changes.files.get(path)
         if parent is None or not watch.watching(parent):
-            return Changed(mine, True)
-        return Changed(mine, "cgroup.subtree_control" in changes.of(parent))
+            return Changed(frozenset() if mine is None else mine, True)
+        parent_controls = "cgroup.subtree_control" in changes.of(parent)
+        if mine is None and not parent_controls:
+            return QUIET  # the common case: no allocation
+        return Changed(frozenset() if mine is None else mine, parent_controls)
 
     def _read_one(
         self,
@@ -348,11 +356,21 @@ class Collector:
         changed: Changed | None,
         errors: Counter[str],
     ) -> CgroupSample:
-        if changed is None or changed.parent_controls or not changed.files.isdisjoint(WITNESSES):
+        quiet = changed is QUIET and before is not None
+        if not quiet and (
+            changed is None or changed.parent_controls or not changed.files.isdisjoint(WITNESSES)
+        ):
             self._files.refresh_absent(path, WITNESSES, keep=self._every_poll(path, True))
-        stats = self._table(path, STATS, errors)
-        self._events(path, before, changed, stats, errors)
-        pressure: Mapping[str, Pressure] = self._table(path, PRESSURE, errors)
+        stats = self._table(path, HOT, errors)
+        pressure: Mapping[str, Pressure] = {r: stats.pop(k) for k, r in _RESOURCES if k in stats}
+        if quiet and self._files.all_open(path, _EVENT_FILES):
+            assert before is not None
+            for field in _EVENT_FIELDS:
+                value = getattr(before, field)
+                if value is not None:
+                    stats[field] = value
+        else:
+            self._events(path, before, changed, stats, errors)
         if before is not None and changed is not None and changed.files.isdisjoint(LIMIT_FILES):
             limits = before.limits
         else:
@@ -426,6 +444,9 @@ class Changed:
 
     files: AbstractSet[str]
     parent_controls: bool
+
+
+QUIET = Changed(frozenset(), False)  # nothing reported for the cgroup nor its parent
 
 
 def _parent(path: str) -> str | None:

@@ -241,6 +241,11 @@ class OpenFiles:
                 problems.append(e)
         return out, problems
 
+    def all_open(self, cgroup: str, names: Iterable[str]) -> bool:
+        """Whether every one of ``names`` is read through a kept fd (see ``is_open``)."""
+        cg = self._cgroups.get(cgroup)
+        return cg is not None and all(name in cg.fds for name in names)
+
     def is_open(self, cgroup: str, name: str) -> bool:
         """Whether ``name`` of ``cgroup`` is read through a kept fd (its inode then stays
         cached, which kernfs notifications need: runtime.cgroupfs.watch)."""
