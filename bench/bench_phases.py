@@ -53,6 +53,15 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+def _slab_bytes() -> int:
+    """Slab in /proc/meminfo, in bytes (where the kernel's per-open-file memory lives)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Slab:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _raise_nofile(limit: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, limit), max(hard, limit)))
@@ -72,10 +81,20 @@ def poll_vs_floor(tree: Tree, floor_bin: str, rounds: int, recording: str) -> di
     # (the hard limit too: the bench runs as root).
     config = CollectorConfig(subtree=tree.base, fd_limit=SERVE_FD_LIMIT)
     raise_fd_rlimit(SERVE_FD_LIMIT + FD_RESERVE)
+    # Kernel memory of the kept fds (a struct file, a kernfs_open_file and, once read, a
+    # seq_file buffer of at least a page each): slab before and after each collector's
+    # first polls.
+    slab0 = _slab_bytes()
     serve_like = Collector(tree.fs, config)
+    serve_like.poll()
+    serve_like.poll()
+    slab1 = _slab_bytes()
     _raise_nofile(65536)
     # Without the change watch: every file of every cgroup read every poll.
     every_fd = Collector(tree.fs, replace(config, fd_limit=60000, watch=False))
+    every_fd.poll()
+    every_fd.poll()
+    slab2 = _slab_bytes()
     dirs = tree.dirs()
     floor = Floor(floor_bin, dirs, STAT_FILES)
     floor_limits = Floor(floor_bin, dirs, STAT_FILES + LIMIT_FILES)
@@ -99,6 +118,8 @@ def poll_vs_floor(tree: Tree, floor_bin: str, rounds: int, recording: str) -> di
         "all_fds_open": every_fd.open_fds,
         "all_fds_bound": every_fd.fd_bound,
         "process": len(os.listdir("/proc/self/fd")),
+        "collector_slab_bytes": slab1 - slab0,
+        "all_fds_slab_bytes": slab2 - slab1,
     }
     out["recording"] = _recording_stats(recording, samples, writes)
     say("profiling the collector's poll")

@@ -61,6 +61,15 @@ def _poll_rows(poll: dict[str, Any], agent_fds: int, hard_nofile: int) -> list[s
         f"{agent_fds} | files the floor reads per pass: {poll['floor_pass']['files']} "
         "| | bounded, reported | reported |"
     )
+    if "collector_slab_bytes" in fds:
+        mine, every = fds["collector_slab_bytes"], fds["all_fds_slab_bytes"]
+        rows.append(
+            f"| Kernel memory the kept fds hold (growth of Slab in /proc/meminfo over the first "
+            f"polls: struct file, kernfs_open_file and a seq_file buffer each) | "
+            f"{mine / 2**20:.1f} MB ({mine / max(fds['collector_open'], 1):.0f} B per fd); "
+            f"without the watch {every / 2**20:.1f} MB more | the floor holds none | | "
+            "(information) | |"
+        )
     return rows
 
 
