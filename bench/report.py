@@ -67,7 +67,7 @@ def _poll_rows(poll: dict[str, Any], agent_fds: int, hard_nofile: int) -> list[s
             f"| Kernel memory the kept fds hold (growth of Slab in /proc/meminfo over the first "
             f"polls: struct file, kernfs_open_file and a seq_file buffer each) | "
             f"{mine / 2**20:.1f} MB ({mine / max(fds['collector_open'], 1):.0f} B per fd); "
-            f"without the watch {every / 2**20:.1f} MB more | the floor holds none | | "
+            f"without the watch {every / 2**20:.1f} MB | the floor holds none | | "
             "(information) | |"
         )
     return rows
