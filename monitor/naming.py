@@ -10,7 +10,7 @@ runtime writes, atomically (a temporary file renamed into place),
 a JSON object with at least
 
     {"id": "<id, the directory's name>", "name": "<container name>",
-     "labels": {"<key>": "<value>", ...}, "cgroup": "corral/<name>"}
+     "labels": {"<key>": "<value>", ...}, "cgroup": "corral/<id>"}
 
 ``cgroup`` is the container's cgroup relative to the cgroup2 root (by default under corral's
 parent ``corral/``); other keys (status, pid, bundle, created, ...) are the runtime's own and

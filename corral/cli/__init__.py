@@ -24,6 +24,11 @@ COMMANDS = {
     "inspect": "corral.cli.containers:inspect",
     "rm": "corral.cli.containers:rm",
     "logs": "corral.cli.containers:logs",
+    "run": "corral.cli.container_run:run_cmd",
+    "exec": "corral.cli.container_run:exec_cmd",
+    "stop": "corral.cli.container_run:stop_cmd",
+    "kill": "corral.cli.container_run:kill_cmd",
+    "update": "corral.cli.container_run:update_cmd",
 }
 
 

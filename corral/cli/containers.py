@@ -4,9 +4,9 @@ directory (runtime.container.state), shown and removed as docker does.
 Every command reconciles what it shows with the host first (StateStore.refresh: a running
 container whose shim is gone is stopped, "shim died"). Exit status 0, or 1 when a container
 is unknown or cannot be removed (the others named are still handled, as docker does); 2 for
-bad usage. ``--state-dir`` (or CORRAL_STATE_DIR) picks the state directory; `register(main)`
-adds the commands to the `corral` group, and ``state_dir_option`` is shared with the other
-container verbs.
+bad usage. ``--state-dir`` (or CORRAL_STATE_DIR) picks the state directory;
+``state_dir_option`` is shared with the other container verbs. corral/cli/__init__.py lists
+the commands.
 """
 
 from __future__ import annotations
@@ -416,9 +416,3 @@ def logs(follow: bool, tail: str, timestamps: bool, name: str, state_dir: str) -
         click.echo(
             f"corral logs: skipped {reader.malformed} malformed lines in {reader.path}", err=True
         )
-
-
-def register(main: click.Group) -> None:
-    """Add ps, inspect, rm and logs to the `corral` group."""
-    for command in (ps, inspect, rm, logs):
-        main.add_command(command)

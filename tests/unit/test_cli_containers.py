@@ -12,23 +12,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
-from corral.cli.containers import human_duration, register
+from corral.cli import main
+from corral.cli.containers import human_duration
 from runtime.cgroupfs import CgroupFS
 from runtime.container.logs import LogWriter, format_time
 from runtime.container.spec import build_spec
 from runtime.container.state import SHIM_DIED, Container, StateStore, proc_start_time
 
-
-@click.group()
-def cli() -> None:
-    """A stand-in for `corral` with only these commands."""
-
-
-register(cli)
+cli = main
 
 
 @pytest.fixture

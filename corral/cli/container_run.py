@@ -1,0 +1,216 @@
+"""`corral run`, `exec`, `stop`, `kill` and `update`: docker's options and exit statuses.
+
+Exit status: the container's (or the exec'd command's); 125 when corral itself fails (bad
+option, missing controller, unknown container), 126 when the command cannot be executed,
+127 when it is not found. Errors go to stderr as "corral <verb>: MESSAGE".
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+
+from corral.cli.containers import state_dir_option
+from runtime.cgroupfs import CgroupError
+from runtime.container import exec as container_exec
+from runtime.container import lifecycle
+from runtime.container.cgroup import DEFAULT_PARENT, ContainerCgroups
+from runtime.container.limits import parse_limits
+from runtime.container.process import EXIT_FAILED, SetupError
+from runtime.container.spec import build_spec
+from runtime.container.state import Container, StateStore
+from runtime.security.capabilities import parse_user
+
+FORWARDED = (
+    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+)  # fmt: skip
+_RUN = {"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]}
+
+
+def command_args(command: tuple[str, ...]) -> tuple[str, ...]:
+    """CMD [ARG...] without the "--" that separates it (click keeps it once options stop)."""
+    return command[1:] if command[:1] == ("--",) else command
+
+
+def fail(verb: str, message: object, code: int = EXIT_FAILED) -> NoReturn:
+    click.echo(f"corral {verb}: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def errors(verb: str) -> Iterator[None]:
+    """Every expected failure as one line on stderr and its exit status."""
+    try:
+        yield
+    except lifecycle.ContainerError as e:
+        fail(verb, e, e.code)
+    except SetupError as e:
+        fail(verb, e, e.code)
+    except (ValueError, LookupError, CgroupError, OSError) as e:
+        fail(verb, e)
+
+
+def limit_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The cgroup limit options shared by run and update."""
+    options = [
+        click.option("--memory", "-m", help="Memory limit (memory.max), e.g. 512m."),
+        click.option("--memory-high", help="Throttling threshold (memory.high)."),
+        click.option("--memory-swap", help="Memory plus swap (-1: unlimited swap)."),
+        click.option("--cpus", help="CPUs (cpu.max), e.g. 1.5."),
+        click.option("--cpu-weight", help="cpu.weight, 1..10000."),
+        click.option("--cpuset-cpus", help="CPUs allowed, e.g. 0-1,3."),
+        click.option("--pids-limit", help="Process limit (pids.max); -1 unlimited."),
+    ]
+    for kind in ("read-bps", "write-bps", "read-iops", "write-iops"):
+        options.append(
+            click.option(
+                f"--device-{kind}", multiple=True, metavar="DEVICE:RATE", help=f"io.max {kind}."
+            )
+        )
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.command("run", context_settings=_RUN)
+@click.argument("rootfs")
+@click.argument("command", nargs=-1, required=True)
+@click.option("--name", help="Container name (unique).")
+@click.option("-d", "--detach", is_flag=True, help="Print the id and leave it running.")
+@click.option("--rm", is_flag=True, help="Remove the container when it exits.")
+@click.option("-e", "--env", multiple=True, metavar="K=V", help="Set (or pass with K) a variable.")
+@click.option("-w", "--workdir", help="Working directory in the container.")
+@click.option("-u", "--user", metavar="UID[:GID]", help="Run as this uid and gid.")
+@click.option("--hostname", help="Hostname in the container's uts namespace.")
+@click.option("-v", "--volume", multiple=True, metavar="SRC:DST[:ro]", help="Bind mount.")
+@click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
+@click.option("--label", multiple=True, metavar="K=V", help="Label (repeatable).")
+@click.option("--init", is_flag=True, help="Run a minimal init as PID 1 (reaps, forwards).")
+@limit_options
+@click.option("--userns", default="host", show_default=True, help="auto (mapped ids) or host.")
+@click.option(
+    "--time-offset", multiple=True, metavar="monotonic=S,boottime=S", help="Clock offsets."
+)
+@click.option("--network", default="none", show_default=True, help="none (loopback) or host.")
+@click.option("--cap-add", multiple=True, help="Add a capability (or ALL).")
+@click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")
+@click.option(
+    "--cgroup-parent", envvar="CORRAL_CGROUP_PARENT", default=DEFAULT_PARENT, show_default=True,
+    help="Parent cgroup of the containers' cgroups.",
+)  # fmt: skip
+@state_dir_option
+def run_cmd(
+    rootfs: str, command: tuple[str, ...], state_dir: str, cgroup_parent: str, **options: Any
+) -> None:
+    """Run COMMAND in a new container on ROOTFS: corral run [OPTIONS] ROOTFS -- CMD [ARG...]"""
+    with errors("run"):
+        spec = build_spec(rootfs=rootfs, command=command_args(command), **options)
+        store, cgroups = StateStore(state_dir), ContainerCgroups(parent=cgroup_parent)
+        forwarder = None if spec.detach else Forwarder()  # from before the output can flow
+        started = lifecycle.run(spec, store, cgroups, attach=not spec.detach)
+    if forwarder is None:
+        click.echo(started.container.id)
+        return
+    forwarder.started(started.container)
+    sys.exit(lifecycle.wait_exit(store, started))
+
+
+class Forwarder:
+    """Sends FORWARDED signals to the container's PID 1; those that arrive while it starts
+    are held and sent once it runs."""
+
+    def __init__(self) -> None:
+        self.container: Container | None = None
+        self.pending: list[int] = []
+        for sig in FORWARDED:
+            signal.signal(sig, self.handle)
+
+    def handle(self, sig: int, _frame: FrameType | None) -> None:
+        if self.container is None:
+            self.pending.append(sig)
+        else:
+            lifecycle.send_signal(self.container, sig)
+
+    def started(self, container: Container) -> None:
+        self.container = container
+        while self.pending:
+            lifecycle.send_signal(container, self.pending.pop(0))
+
+
+@click.command("exec", context_settings=_RUN)
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True)
+@click.option("-e", "--env", multiple=True, metavar="K=V", help="Set (or pass with K) a variable.")
+@click.option("-w", "--workdir", help="Working directory (default: the container's).")
+@click.option("-u", "--user", metavar="UID[:GID]", help="Run as this uid and gid.")
+@state_dir_option
+def exec_cmd(
+    container: str, command: tuple[str, ...], env: tuple[str, ...], workdir: str | None,
+    user: str | None, state_dir: str,
+) -> None:  # fmt: skip
+    """Run COMMAND in the running CONTAINER: corral exec [OPTIONS] NAME -- CMD [ARG...]"""
+    with errors("exec"):
+        if workdir is not None and not workdir.startswith("/"):
+            raise ValueError(f"-w/--workdir {workdir!r}: not an absolute path")
+        store = StateStore(state_dir)
+        found = lifecycle.running(store, container)
+        cgroups = ContainerCgroups()
+        cgroup_dir = str(cgroups.fs.path(found.cgroup))
+        who = None if user is None else parse_user(user)
+        argv = command_args(command)
+        plan = container_exec.plan(found, cgroup_dir, argv, env=env, workdir=workdir, user=who)
+        code = container_exec.run(plan)
+    sys.exit(code)
+
+
+@click.command("stop")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait after SIGTERM before cgroup.kill.")  # fmt: skip
+@state_dir_option
+def stop_cmd(containers: tuple[str, ...], timeout: float, state_dir: str) -> None:
+    """SIGTERM each container's PID 1, then cgroup.kill after the timeout."""
+    with errors("stop"):
+        if timeout < 0:
+            raise ValueError(f"-t/--time {timeout:g}: allowed 0 or more seconds")
+        store = StateStore(state_dir)
+        for ref in containers:
+            lifecycle.stop(store, ContainerCgroups(), ref, timeout)
+            click.echo(ref)
+
+
+@click.command("kill")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True,
+              help="Signal name or number.")  # fmt: skip
+@state_dir_option
+def kill_cmd(containers: tuple[str, ...], sig: str, state_dir: str) -> None:
+    """Send a signal to each container's PID 1."""
+    with errors("kill"):
+        number = lifecycle.parse_signal(sig)
+        store = StateStore(state_dir)
+        for ref in containers:
+            lifecycle.kill(store, ref, number)
+            click.echo(ref)
+
+
+@click.command("update")
+@click.argument("containers", nargs=-1, required=True)
+@limit_options
+@state_dir_option
+def update_cmd(containers: tuple[str, ...], state_dir: str, **options: Any) -> None:
+    """Change the cgroup limits of containers (running or not) in place."""
+    with errors("update"):
+        limits = parse_limits(update=True, **options)
+        if not limits.asked():
+            raise ValueError("no limit given: pass --memory, --cpus, --pids-limit, ...")
+        store = StateStore(state_dir)
+        for ref in containers:
+            lifecycle.update(store, ContainerCgroups(), ref, limits)
+            click.echo(ref)
