@@ -116,6 +116,37 @@ def set_mmap_threshold(size: int) -> None:
         raise OSError(_errno.EINVAL, f"mallopt(M_MMAP_THRESHOLD, {size}) refused")
 
 
+# <asm/unistd_64.h>: rt_sigaction through syscall(), for the signals glibc keeps to itself.
+SYS_rt_sigaction = 13
+SIGRTMAX = 64
+
+
+class _KernelSigaction(ctypes.Structure):
+    """struct kernel_sigaction (x86_64): handler, flags, restorer, a 64-bit mask."""
+
+    _fields_ = (
+        ("handler", ctypes.c_void_p),
+        ("flags", ctypes.c_ulong),
+        ("restorer", ctypes.c_void_p),
+        ("mask", ctypes.c_ulong),
+    )
+
+
+def default_signal_disposition(sig: int) -> None:
+    """rt_sigaction(sig, SIG_DFL) by the raw syscall. glibc refuses 32 and 33 (its own
+    SIGCANCEL and SIGSETXID) in sigaction(), and Python's signal module with it, yet execve
+    passes an inherited SIG_IGN of them on to the new program like any other."""
+    action = _KernelSigaction(None, 0, None, 0)
+    result = _libc.syscall(
+        ctypes.c_long(SYS_rt_sigaction),
+        ctypes.c_int(sig),
+        ctypes.byref(action),
+        None,
+        ctypes.c_size_t(8),
+    )
+    _check(result, f"rt_sigaction({sig}, SIG_DFL)")
+
+
 def unshare(flags: int) -> None:
     """unshare(2). EINVAL for CLONE_NEWUSER in a multithreaded process."""
     _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")

@@ -357,10 +357,12 @@ def execute(argv: tuple[str, ...], env: dict[str, str], report: int) -> None:
     """execve the command, looked up in the container's PATH; on failure report and exit.
 
     execve keeps ignored signals ignored and the signal mask: Python ignores SIGPIPE and
-    SIGXFSZ, which the command must get back at their defaults (as subprocess's
-    restore_signals does)."""
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
+    SIGXFSZ, and whoever started corral may have ignored others (a signal ignored by the
+    caller's caller is still ignored here). The command gets every signal at its default
+    and none blocked, whatever corral inherited."""
+    for sig in range(1, sc.SIGRTMAX + 1):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            sc.default_signal_disposition(sig)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     try:
         os.execvpe(argv[0], list(argv), env)

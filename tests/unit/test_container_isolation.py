@@ -6,9 +6,12 @@ The container runs a busybox shell script and prints what it sees; the assertion
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -262,3 +265,29 @@ def test_no_signal_is_ignored_or_blocked_at_exec(
     argv = ("grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status")  # no shell: ash ignores SIGQUIT
     out = host.corral("run", "--rm", *options, str(rootfs), "--", *argv).stdout
     assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
+
+
+def _ignore_signals_as_a_caller_might() -> None:
+    """SIG_IGN on SIGINT, SIGUSR1 and 32 (glibc's own, out of Python's reach), as a shell,
+    nohup or a supervisor may leave them for the programs it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    action = (ctypes.c_ulong * 4)(1, 0, 0, 0)  # handler SIG_IGN, flags, restorer, mask
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(13, 32, ctypes.byref(action), None, 8) == 0  # rt_sigaction
+
+
+def test_signals_the_caller_ignored_are_at_their_default_in_the_container(
+    host: Host, rootfs: Path
+) -> None:
+    argv = ("grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status")
+    done = subprocess.run(
+        host.argv("run", "--rm", str(rootfs), "--", *argv),
+        env=host.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_ignore_signals_as_a_caller_might,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
