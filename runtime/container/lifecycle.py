@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, replace
 
 from runtime.container.cgroup import ContainerCgroups
-from runtime.container.limits import ContainerLimits
+from runtime.container.limits import ContainerLimits, merged
 from runtime.container.logs import now
 from runtime.container.process import (
     EXIT_FAILED,
@@ -356,10 +356,12 @@ def update(
     store: StateStore, cgroups: ContainerCgroups, ref: str, limits: ContainerLimits
 ) -> Container:
     """Write ``limits`` (only those given) to the container's cgroup, under the container's
-    lock so that two updates never interleave their writes."""
+    lock so that two updates never interleave their writes, and record the limits now in
+    force in its config (what `corral inspect` shows once the cgroup is gone)."""
     with store.locked(ref) as container:
         if not cgroups.fs.exists(container.cgroup):
             raise ContainerError(f"container {container.name} has no cgroup {container.cgroup}")
         cgroups.check(limits)
         cgroups.update(container.cgroup, limits)
-        return container
+        spec = replace(container.spec, limits=merged(container.spec.limits, limits))
+        return store.update_spec(container.id, spec)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from runtime.cgroupfs.cpu import CpuMax, validate_cpu_weight
@@ -104,6 +104,16 @@ class ContainerLimits:
                 out.append((name, option, _text(name, value)))
         out += [("io", i.option, f"{i.path}:{i.rate}") for i in self.io]
         return out
+
+
+def merged(old: ContainerLimits, new: ContainerLimits) -> ContainerLimits:
+    """``old`` with every limit ``new`` asks for put in its place (what `corral update` leaves
+    in force): an io limit replaces the one of the same device and kind."""
+    changes = {f.name: getattr(new, f.name) for f in fields(new) if f.name != "io"}
+    kept = {k: v for k, v in changes.items() if v is not None}
+    io = {(i.device, i.kind): i for i in old.io}
+    io.update({(i.device, i.kind): i for i in new.io})
+    return replace(old, **kept, io=tuple(io.values()))
 
 
 def _text(name: str, value: Any) -> str:

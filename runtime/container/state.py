@@ -356,6 +356,17 @@ class StateStore:
             write_atomic(path, _encode(container), _STATE_MODE)
             return container
 
+    def update_spec(self, container_id: str, spec: ContainerSpec) -> Container:
+        """Replace config.json (``corral update`` records the limits now in force there),
+        atomically, under the container's lock. The name cannot change this way."""
+        with self._container_lock(container_id):
+            container = self.load(container_id)
+            if spec.name != container.spec.name:
+                raise ValueError(f"update_spec: name {spec.name!r} is not {container.name!r}")
+            path = os.path.join(self.container_dir(container_id), "config.json")
+            write_atomic(path, json.dumps(spec_to_dict(spec), indent=2).encode(), _CONFIG_MODE)
+            return replace(container, spec=spec)
+
     def remove(self, container_id: str) -> None:
         """Remove the container's directory (its state, config and log) in one rename."""
         with self._container_lock(container_id), self._store_lock():

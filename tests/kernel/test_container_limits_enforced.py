@@ -174,6 +174,13 @@ def test_update_changes_a_running_containers_kernel_files(corral: Corral, rootfs
     assert bad.returncode == 125 and "--memory" in bad.stderr
     assert corral.read("live", "memory.max") == f"{64 * MiB}\n"
     corral.ok("kill", "live")
+    (shown,) = json.loads(corral.ok("inspect", "--json", "live"))
+    recorded = shown["config"]["limits"]  # the limits in force, kept in config.json
+    assert (recorded["memory"], recorded["cpu_weight"], recorded["pids_limit"]) == (
+        64 * MiB,
+        50,
+        20,
+    )
 
 
 def test_rm_removes_the_cgroup(corral: Corral, rootfs: Path) -> None:

@@ -20,6 +20,7 @@ from runtime.container.limits import (
     IoLimit,
     limits_from_dict,
     limits_to_dict,
+    merged,
     parse_limits,
     read_online_cpus,
 )
@@ -299,3 +300,16 @@ def test_malformed_config_names_the_key(data: dict[str, Any], what: str) -> None
     with pytest.raises(InvalidLimit) as caught:
         limits_from_dict(data)
     assert caught.value.what == what
+
+
+def test_merged_keeps_what_an_update_does_not_name(block: tuple[str, Device]) -> None:
+    path, _ = block
+    old = parse_limits(memory="64m", pids_limit="20", device_write_bps=(f"{path}:1m",))
+    new = parse_limits(
+        memory="128m", cpu_weight="50", device_write_bps=(f"{path}:2m",),
+        device_read_iops=(f"{path}:100",), update=True,
+    )  # fmt: skip
+    both = merged(old, new)
+    assert (both.memory, both.pids_limit, both.cpu_weight) == (128 * MiB, 20, 50)
+    assert sorted((i.kind, i.rate) for i in both.io) == [("riops", 100), ("wbps", 2 * MiB)]
+    assert merged(old, ContainerLimits()) == old

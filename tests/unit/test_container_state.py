@@ -4,6 +4,7 @@ processes, and monitor.naming reading what the store wrote."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -362,3 +363,15 @@ def test_start_time_survives_a_comm_with_spaces_and_parentheses(tmp_path: Path) 
     fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
     assert proc_start_time(os.getpid()) == int(fields[19])
     assert proc_start_time(2**22 + 1) is None  # above pid_max: no such process
+
+
+def test_update_spec_replaces_the_config_but_never_the_name(
+    store: StateStore, rootfs: Path
+) -> None:
+    created = store.create(make_spec(rootfs, "keep"))
+    changed = dataclasses.replace(created.spec, hostname="elsewhere")
+    assert store.update_spec(created.id, changed).spec.hostname == "elsewhere"
+    assert store.get("keep").spec == changed
+    with pytest.raises(ValueError, match="name"):
+        store.update_spec(created.id, dataclasses.replace(changed, name="other"))
+    assert store.get("keep").spec == changed
