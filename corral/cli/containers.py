@@ -23,9 +23,9 @@ import click
 
 from runtime.cgroupfs import CgroupError
 from runtime.container.cgroup import ContainerCgroups
+from runtime.container.config import spec_to_dict
 from runtime.container.limits import limits_to_dict
 from runtime.container.logs import LogEntry, LogReader, parse_time
-from runtime.container.spec import spec_to_dict
 from runtime.container.state import (
     STATE_DIR,
     Container,

@@ -4,8 +4,8 @@
 arguments named after the long options) and returns a frozen ContainerSpec, or raises
 SpecError naming the option, the value and the allowed form. It reads the host (the rootfs
 and volume sources must exist, the caller's environment for ``-e K``, the clocks for
-``--time-offset``, CapEff for ``--cap-add``) but creates nothing. ``spec_to_dict`` and
-``spec_from_dict`` are the config.json form and round-trip exactly.
+``--time-offset``, CapEff for ``--cap-add``) but creates nothing. Its config.json form is in
+runtime/container/config.py.
 
 Docker's rules, followed here: names match ``[a-zA-Z0-9][a-zA-Z0-9_.-]*``; a generated name
 is docker-like ``adjective_surname``; the environment starts from docker's default PATH and
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
-from runtime.container.limits import ContainerLimits, limits_from_dict, limits_to_dict, parse_limits
+from runtime.container.limits import ContainerLimits, parse_limits
 from runtime.container.volumes import Volume, parse_volumes
 from runtime.security.capabilities import User, effective_set, normalize, parse_user
 
@@ -261,7 +261,7 @@ def _check_offset(option: str, value: str, clock: str, seconds: str) -> int:
     return ns
 
 
-def _choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
+def check_choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise SpecError(option, value, "unknown mode", " or ".join(allowed))
     return value
@@ -322,7 +322,7 @@ def build_spec(
     pids_limit, device_{read,write}_{bps,iops}). ``caller_env`` defaults to os.environ."""
     generated = name is None
     name = check_name(generate_name() if name is None else name)
-    network_mode = cast(NetworkMode, _choice("--network", network, NETWORK_MODES))
+    network_mode = cast(NetworkMode, check_choice("--network", network, NETWORK_MODES))
     if hostname is None:
         hostname = _default_hostname(name, network_mode)
     elif not _HOSTNAME.fullmatch(hostname):
@@ -350,7 +350,7 @@ def build_spec(
         labels=_parse_labels(label),
         init=init,
         limits=_limits(limits),
-        userns=cast(UsernsMode, _choice("--userns", userns, USERNS_MODES)),
+        userns=cast(UsernsMode, check_choice("--userns", userns, USERNS_MODES)),
         time_offsets=parse_time_offsets(offsets),
         network=network_mode,
         cap_add=adds,
@@ -358,99 +358,4 @@ def build_spec(
         detach=detach,
         rm=rm,
         generated_name=generated,
-    )
-
-
-# -- config.json ---------------------------------------------------------------------------
-
-
-def spec_to_dict(spec: ContainerSpec) -> dict[str, Any]:
-    """The JSON object config.json holds (``spec_from_dict`` gives the same spec back)."""
-    return {
-        "version": SPEC_VERSION,
-        "name": spec.name,
-        "rootfs": spec.rootfs,
-        "command": list(spec.command),
-        "env": list(spec.env),
-        "workdir": spec.workdir,
-        "user": {"uid": spec.user.uid, "gid": spec.user.gid, "groups": list(spec.user.groups)},
-        "hostname": spec.hostname,
-        "volumes": [
-            {"source": v.source, "destination": v.destination, "read_only": v.read_only}
-            for v in spec.volumes
-        ],
-        "read_only": spec.read_only,
-        "labels": dict(spec.labels),
-        "init": spec.init,
-        "limits": limits_to_dict(spec.limits),
-        "userns": spec.userns,
-        "time_offsets": {
-            "monotonic_ns": spec.time_offsets.monotonic_ns,
-            "boottime_ns": spec.time_offsets.boottime_ns,
-        },
-        "network": spec.network,
-        "cap_add": list(spec.cap_add),
-        "cap_drop": list(spec.cap_drop),
-        "detach": spec.detach,
-        "rm": spec.rm,
-        "generated_name": spec.generated_name,
-    }
-
-
-def _field(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    value = d.get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise SpecError("config.json", key, f"missing or not {kind}: {value!r}")
-    return value
-
-
-def _strings(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    items = _field(d, key, list)
-    if not all(isinstance(i, str) for i in items):
-        raise SpecError("config.json", key, f"not a list of strings: {items!r}")
-    return tuple(items)
-
-
-def spec_from_dict(d: Mapping[str, Any]) -> ContainerSpec:
-    """The spec config.json describes; SpecError naming the field when it is malformed."""
-    if d.get("version") != SPEC_VERSION:
-        raise SpecError("config.json", "version", f"{d.get('version')!r}", str(SPEC_VERSION))
-    user, offsets = _field(d, "user", dict), _field(d, "time_offsets", dict)
-    labels = _field(d, "labels", dict)
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-        raise SpecError("config.json", "labels", f"not strings to strings: {labels!r}")
-    try:
-        volumes = tuple(
-            Volume(str(v["source"]), str(v["destination"]), bool(v["read_only"]))
-            for v in _field(d, "volumes", list)
-        )
-        process_user = User(
-            _field(user, "uid", int), _field(user, "gid", int), tuple(_field(user, "groups", list))
-        )
-        limits = limits_from_dict(_field(d, "limits", dict))
-    except (KeyError, TypeError, ValueError) as e:
-        raise SpecError.wrap("config.json", d, e) from e
-    return ContainerSpec(
-        name=_field(d, "name", str),
-        rootfs=_field(d, "rootfs", str),
-        command=_strings(d, "command"),
-        env=_strings(d, "env"),
-        workdir=_field(d, "workdir", str),
-        user=process_user,
-        hostname=_field(d, "hostname", str),
-        volumes=volumes,
-        read_only=_field(d, "read_only", bool),
-        labels=tuple(labels.items()),
-        init=_field(d, "init", bool),
-        limits=limits,
-        userns=cast(UsernsMode, _choice("userns", _field(d, "userns", str), USERNS_MODES)),
-        time_offsets=TimeOffsets(
-            _field(offsets, "monotonic_ns", int), _field(offsets, "boottime_ns", int)
-        ),
-        network=cast(NetworkMode, _choice("network", _field(d, "network", str), NETWORK_MODES)),
-        cap_add=_strings(d, "cap_add"),
-        cap_drop=_strings(d, "cap_drop"),
-        detach=_field(d, "detach", bool),
-        rm=_field(d, "rm", bool),
-        generated_name=_field(d, "generated_name", bool),
     )

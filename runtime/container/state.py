@@ -3,7 +3,7 @@
 Layout (``root`` defaults to /run/corral; the CLI's --state-dir and CORRAL_STATE_DIR):
 
     <root>/lock                          flock(2): serialises name reservation and removal
-    <root>/containers/<id>/config.json   the ContainerSpec (spec_to_dict), mode 0600 (env)
+    <root>/containers/<id>/config.json   the ContainerSpec (container/config.py), mode 0600 (env)
     <root>/containers/<id>/state.json    status, pids, exit, times; monitor/naming.py's contract
     <root>/containers/<id>/log.jsonl     the log the shim writes (runtime.container.logs)
     <root>/containers/<id>/lock          flock(2): one mutation of this container at a time
@@ -34,14 +34,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from runtime.container.cgroup import DEFAULT_PARENT
+from runtime.container.config import spec_from_dict, spec_to_dict
 from runtime.container.logs import now
-from runtime.container.spec import (
-    ContainerSpec,
-    generate_name,
-    renamed,
-    spec_from_dict,
-    spec_to_dict,
-)
+from runtime.container.spec import ContainerSpec, generate_name, renamed
 
 STATE_DIR = "/run/corral"
 STATUSES = ("created", "running", "stopped")

@@ -16,6 +16,7 @@ from conftest import Snapshot
 from test_capabilities import drop_own, in_child
 
 from runtime import syscalls
+from runtime.container.config import spec_from_dict, spec_to_dict
 from runtime.container.limits import ContainerLimits, parse_limits
 from runtime.container.spec import (
     DEFAULT_PATH,
@@ -28,8 +29,6 @@ from runtime.container.spec import (
     generate_name,
     parse_time_offsets,
     renamed,
-    spec_from_dict,
-    spec_to_dict,
 )
 from runtime.container.volumes import Volume
 from runtime.security.capabilities import User

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from monitor.naming import Namer
+from runtime.container.config import spec_from_dict
 from runtime.container.logs import parse_time
-from runtime.container.spec import ContainerSpec, build_spec, spec_from_dict
+from runtime.container.spec import ContainerSpec, build_spec
 from runtime.container.state import (
     SHIM_DIED,
     AmbiguousReference,
