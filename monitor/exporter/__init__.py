@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from monitor.exporter.render import ExportView, Format, Rendered, cgroup_label
+from monitor.exporter.render import ExportView, Format, Rendered
 from monitor.exporter.writer import LineCache
 from monitor.snapshot import Snapshot
 
@@ -64,7 +64,6 @@ class Exporter:
             for kind, count in snapshot.sample.errors.items():
                 self._errors[kind] = self._errors.get(kind, 0) + count
             view = ExportView(snapshot, dict(self._errors), self.interval, self.sysfs)
-            self._lines.retain(cgroup_label(p) for p in snapshot.sample.cgroups)
             rendered = Rendered(view, self._lines)
             self._current = rendered
             self._published_at = self._clock()

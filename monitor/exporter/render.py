@@ -1,11 +1,13 @@
 """One snapshot as Prometheus exposition bytes, rendered once per format and served to every
 scrape.
 
-``families`` turns a snapshot into fresh prometheus_client *MetricFamily objects (a custom
-collector's job; nothing here is registered globally); ``Rendered`` renders them lazily, on
-the first scrape that wants a format, with prometheus_client's own text and OpenMetrics
-writers (label values escaped there), keeps the bytes and their gzip, and hands the same
-bytes to every later scrape of that snapshot.
+``Rendered`` writes a snapshot lazily, on the first scrape that wants a format, with
+``write`` (monitor.exporter.writer: straight from the catalogue, with a per-cgroup line
+cache), keeps the bytes and their gzip, and hands the same bytes to every later scrape of
+that snapshot. ``families`` and ``render`` are the reference: the same snapshot as
+prometheus_client MetricFamily objects through prometheus_client's own writers, which
+``write`` must match byte for byte (tests/unit/test_exporter_writer.py) and which the
+benchmark times as the peer (generate_latest).
 """
 
 from __future__ import annotations
@@ -256,6 +258,7 @@ def write(view: ExportView, fmt: Format, lines: LineCache | None = None) -> byte
     names = DeviceNames(view.sysfs)
     cgroups = sorted(view.snapshot.sample.cgroups.items())
     labels = [cgroup_label(path) for path, _ in cgroups]
+    cache.retain(labels)  # cgroups no longer polled: their lines go (here, not in the poll)
     per_cgroup = [
         (label, cache.lines(label, sample, names))
         for label, (_, sample) in zip(labels, cgroups, strict=True)

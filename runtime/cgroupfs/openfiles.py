@@ -164,21 +164,10 @@ class OpenFiles:
         self, cgroup: str, name: str, parse: Callable[[str, str], T], keep: bool = True
     ) -> T | None:
         """``parse(text, path)`` of the file, reusing the last result for unchanged text."""
-        cg = self._cgroups.get(cgroup)
-        fd = None if cg is None else cg.fds.get(name)
-        if cg is not None and fd is not None:  # the hot path, inlined from read()
-            try:
-                raw = os.pread(fd, READ_SIZE, 0)
-                if len(raw) == READ_SIZE:
-                    raw = _pread_all(fd)
-            except OSError as e:
-                self._failed(cgroup, cg, name, e)
-                return None
-        else:
-            read = self.read(cgroup, name, keep)
-            if read is None:
-                return None
-            raw, cg = read, self._cgroups[cgroup]
+        raw = self.read(cgroup, name, keep)
+        if raw is None:
+            return None
+        cg = self._cgroups[cgroup]
         last = cg.memo.get(name)
         if last is not None and last[0] == raw:
             return last[1]  # type: ignore[return-value]  # what parse returned for it

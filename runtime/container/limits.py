@@ -22,8 +22,6 @@ Every error is InvalidLimit naming the option, the value given and the allowed f
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
@@ -32,7 +30,13 @@ from runtime.cgroupfs.cpu import CpuMax, validate_cpu_weight
 from runtime.cgroupfs.errors import InvalidLimit, ParseError
 from runtime.cgroupfs.formats import MAX, IntOrMax, format_id_list, is_digits, parse_id_list
 from runtime.cgroupfs.io import RATE_MAX, Device, device_exists
-from runtime.cgroupfs.limit_syntax import format_cpus, format_size, parse_cpus, parse_size
+from runtime.cgroupfs.limit_syntax import (
+    format_cpus,
+    format_size,
+    parse_cpus,
+    parse_device,
+    parse_size,
+)
 from runtime.cgroupfs.memory import BYTES_MAX
 from runtime.cgroupfs.pids import validate_pids_max
 
@@ -280,12 +284,9 @@ def resolve_block_device(option: str, text: str, path: str, form: str = IO_FORM)
     """stat(2) of ``path``: its st_rdev as MAJ:MIN when it is a block device this kernel has
     (/sys/dev/block/MAJ:MIN); else InvalidLimit naming the path."""
     try:
-        st = os.stat(path)
-    except OSError as e:
-        raise InvalidLimit(option, text, f"{path}: {e.strerror}; expected {form}") from None
-    if not stat.S_ISBLK(st.st_mode):
-        raise InvalidLimit(option, text, f"{path} is not a block device; expected {form}")
-    device = Device(os.major(st.st_rdev), os.minor(st.st_rdev))
+        device = parse_device(path)
+    except InvalidLimit as e:
+        raise InvalidLimit(option, text, f"{path}: {e.allowed}; expected {form}") from None
     if not device_exists(device):
         why = f"{path} is device {device}, which this kernel does not have (/sys/dev/block)"
         raise InvalidLimit(option, text, why)

@@ -138,6 +138,8 @@ CPUSET = "CPU numbers like 0-1,3 among the CPUs online here (0-3)"
 PIDS = "a process count of at least 1, or -1 (or 'max') for unlimited"
 WEIGHT = "an integer 1..10000"
 IO = "DEVICE:RATE with DEVICE a block device path like /dev/sda"
+NOT_BLOCK = "a block device (this path is not one)"  # limit_syntax.parse_device's words
+MISSING = "an existing block device (No such file"
 
 BAD: list[tuple[dict[str, Any], str, str, str]] = [
     # docker refuses less than 6 MiB: "Minimum memory limit allowed is 6MB" (6291456 bytes).
@@ -219,9 +221,17 @@ def test_bad_device_options(tmp_path: Path, block: tuple[str, Device]) -> None:
     ghost = tmp_path / "ghost"
     os.mknod(ghost, stat.S_IFBLK | 0o600, os.makedev(missing.major, missing.minor))
     cases = [
-        ("device_read_bps", f"{regular}:1m", f"{regular} is not a block device; expected {IO}"),
-        ("device_read_bps", "/dev/null:1m", "/dev/null is not a block device"),
-        ("device_write_bps", f"{tmp_path}/none:1m", f"{tmp_path}/none: No such file"),
+        (
+            "device_read_bps",
+            f"{regular}:1m",
+            f"{regular}: a block device (this path is not one); expected {IO}",
+        ),
+        ("device_read_bps", "/dev/null:1m", f"/dev/null: {NOT_BLOCK}"),
+        (
+            "device_write_bps",
+            f"{tmp_path}/none:1m",
+            f"{tmp_path}/none: an existing block device (No such file",
+        ),
         ("device_write_bps", f"{ghost}:1m", f"{ghost} is device 4095:1048575, which this kernel"),
         ("device_read_iops", "sda:100", IO),
         ("device_read_iops", disk, IO),
