@@ -23,9 +23,9 @@ setup: $(VENV)/.installed peers
 # Debian's peers and tools the tests run against: prometheus and promtool (exporter golden
 # file, e2e), debootstrap (`corral rootfs debian` and its e2e test).
 peers:
-	@command -v promtool >/dev/null && command -v debootstrap >/dev/null || \
+	@command -v promtool >/dev/null && command -v debootstrap >/dev/null && command -v tmux >/dev/null || \
 		{ apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus debootstrap; }
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus debootstrap tmux; }
 
 lint: setup
 	$(VENV)/bin/ruff check .
