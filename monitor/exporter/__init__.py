@@ -53,6 +53,12 @@ class Exporter:
         self._lines = LineCache()  # every snapshot's renders share it
         self._published_at: float | None = None
         self._last_failure = ""
+        self._extra: list[ExtraFamilies] = []
+
+    def add_families(self, source: ExtraFamilies) -> None:
+        """Render ``source``'s families (the enforcer's) with every snapshot from now on."""
+        with self._lock:
+            self._extra.append(source)
 
     @property
     def current(self) -> Rendered | None:
@@ -64,7 +70,11 @@ class Exporter:
             for kind, count in snapshot.sample.errors.items():
                 self._errors[kind] = self._errors.get(kind, 0) + count
             view = ExportView(snapshot, dict(self._errors), self.interval, self.sysfs)
-            rendered = Rendered(view, self._lines)
+            rendered = (
+                _WithExtra(view, self._lines, self._extra)
+                if self._extra
+                else Rendered(view, self._lines)
+            )
             self._current = rendered
             self._published_at = self._clock()
             self._last_failure = ""
@@ -90,4 +100,41 @@ class Exporter:
         return Health(True, f"ok: newest snapshot is {age:.1f}s old")
 
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ExportView", "Exporter", "Format", "Health", "Rendered"]
+# -- extra families ---------------------------------------------------------------------------
+# Families that do not come from the snapshot (the enforcer's counters, enforce.metrics) are
+# rendered by their owner: ``source(openmetrics)`` returns whole families as exposition text.
+# They are taken at publish time, so a scrape sees them as of the same poll as the rest.
+ExtraFamilies = Callable[[bool], bytes]
+
+
+class _WithExtra(Rendered):
+    """A Rendered whose body ends with extra families (before OpenMetrics' ``# EOF``)."""
+
+    def __init__(self, view: ExportView, lines: LineCache, sources: list[ExtraFamilies]) -> None:
+        super().__init__(view, lines)
+        self._extra_text = {
+            fmt: b"".join(source(fmt is Format.OPENMETRICS) for source in sources) for fmt in Format
+        }
+
+    def _render(self, fmt: Format, gzipped: bool) -> None:
+        if (fmt, False) not in self._bodies:
+            super()._render(fmt, False)
+            plain = self._bodies[(fmt, False)]
+            if fmt is Format.OPENMETRICS:
+                plain = plain.removesuffix(b"# EOF\n") + self._extra_text[fmt] + b"# EOF\n"
+            else:
+                plain += self._extra_text[fmt]
+            self._bodies[(fmt, False)] = plain
+        super()._render(fmt, gzipped)
+
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "ExportView",
+    "Exporter",
+    "ExtraFamilies",
+    "Format",
+    "Health",
+    "Rendered",
+]
