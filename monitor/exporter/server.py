@@ -1,4 +1,5 @@
-"""The exporter's HTTP server: /metrics, /healthz and a landing page at /.
+"""The exporter's HTTP server: /metrics, /healthz, the dashboard's JSON API at /api/v1/
+(monitor.exporter.api) and a landing page at /.
 
 A scrape takes the exporter's current ``Rendered`` once and writes its bytes, rendered at
 most once per snapshot and format, so it costs a dictionary lookup and a socket write and
@@ -13,12 +14,15 @@ import logging
 import socket
 import ssl
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from monitor.exporter import DEFAULT_HOST, DEFAULT_PORT, Exporter
+from monitor.exporter.api import JSON_TYPE, PREFIX, Api, ApiProvider
 from monitor.exporter.render import CONTENT_TYPES, Format
 from monitor.exporter.webconfig import BasicAuth, WebConfig
+from monitor.snapshot import Snapshot
 
 log = logging.getLogger("corral.exporter")
 HANDSHAKE_SECONDS = 10.0
@@ -71,12 +75,23 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], exporter: Exporter, web: WebConfig | None):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        exporter: Exporter,
+        web: WebConfig | None,
+        provider: ApiProvider | None = None,
+    ):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.exporter = exporter
+        self.api = Api(self._current, provider)
         self.web = web
         self.auth = BasicAuth(web.users if web else {})
         super().__init__(address, _Handler)
+
+    def _current(self) -> Snapshot | None:
+        rendered = self.exporter.current
+        return rendered.view.snapshot if rendered is not None else None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         context = self.web.context if self.web else None
@@ -127,6 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
             health = self.server.exporter.health()
             body = (health.reason + "\n").encode()
             self._send(200 if health.ok else 503, "text/plain; charset=utf-8", body, head)
+        elif path.startswith(PREFIX):
+            self._api(path.removeprefix(PREFIX), head)
         elif path == "/":
             self._send(200, "text/html; charset=utf-8", self._landing(), head)
         else:
@@ -144,6 +161,15 @@ class _Handler(BaseHTTPRequestHandler):
         if gzipped:
             extra["Content-Encoding"] = "gzip"
         self._send(200, CONTENT_TYPES[fmt], rendered.body(fmt, gzipped), head, extra)
+
+    def _api(self, route: str, head: bool) -> None:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        first = {name: values[0] for name, values in query.items()}
+        reply = self.server.api.get(route, first, wants_gzip(self.headers["Accept-Encoding"]))
+        extra = {"Vary": "Accept-Encoding"}
+        if reply.gzipped:
+            extra["Content-Encoding"] = "gzip"
+        self._send(reply.code, JSON_TYPE, reply.body, head, extra)
 
     def _landing(self) -> bytes:
         rendered = self.server.exporter.current
@@ -179,6 +205,8 @@ LANDING = """<!doctype html>
 <li><a href="/metrics">/metrics</a>: {cgroups} cgroups (text format, or OpenMetrics by
 content negotiation; gzip on request)</li>
 <li><a href="/healthz">/healthz</a>: {health}</li>
+<li><a href="/api/v1/snapshot">/api/v1/snapshot</a>, /api/v1/history?after=SEQ,
+/api/v1/audit?after=UNIX_TIME: JSON for <code>corral top --url</code></li>
 </ul>
 <p>The metrics are described in docs/metrics.md. Default address 127.0.0.1:{port}.</p>
 </body></html>
@@ -186,7 +214,9 @@ content negotiation; gzip on request)</li>
 
 
 class MetricsServer:
-    """The exporter's server on ``host:port`` (port 0 picks a free one), in a thread."""
+    """The exporter's server on ``host:port`` (port 0 picks a free one), in a thread.
+    ``provider`` gives /api/v1/history and /api/v1/audit their data; /api/v1/snapshot
+    serves the exporter's current snapshot with or without it."""
 
     def __init__(
         self,
@@ -194,8 +224,9 @@ class MetricsServer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         web: WebConfig | None = None,
+        provider: ApiProvider | None = None,
     ) -> None:
-        self._server = _Server((host, port), exporter, web)
+        self._server = _Server((host, port), exporter, web, provider)
         self._thread: threading.Thread | None = None
 
     @property
