@@ -59,6 +59,10 @@ bench: setup
 	$(CORRAL) machine run --memory 2G --cpus 2 --timeout 3600 --out $(CURDIR)/bench/out -- \
 		$(PY) bench/monitor_bench.py --out $(CURDIR)/bench/out \
 		--floor $(CURDIR)/bench/out/floor_read $(BENCH_OPTS)
+	$(CORRAL) machine run --memory 2G --cpus 2 --disk 1G --timeout 1800 --out $(CURDIR)/bench/out -- \
+		$(PY) bench/enforce_machine_bench.py --out $(CURDIR)/bench/out
+	$(PY) bench/enforce_bench.py bench/out/enforce_sim.json \
+		--recording bench/out/machine.corral --under corral
 	$(PY) bench/report.py bench/out/results.json BENCHMARKS.md
 
 clean:

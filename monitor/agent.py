@@ -13,6 +13,7 @@ import time
 from typing import Protocol
 
 from monitor.exporter import Exporter
+from monitor.history import History
 from monitor.snapshot import Snapshot
 
 log = logging.getLogger("corral.agent")
@@ -27,14 +28,18 @@ class Poller(Protocol):
 
 
 class Agent:
-    """Owns ``poller`` from ``start`` until ``stop`` (which closes it)."""
+    """Owns ``poller`` from ``start`` until ``stop`` (which closes it). Each snapshot goes to
+    the exporter and, when given, to ``history`` (what the dashboard's API serves)."""
 
-    def __init__(self, poller: Poller, exporter: Exporter, interval: float) -> None:
+    def __init__(
+        self, poller: Poller, exporter: Exporter, interval: float, history: History | None = None
+    ) -> None:
         if interval <= 0:
             raise ValueError(f"interval {interval!r}: expected seconds > 0")
         self.poller = poller
         self.exporter = exporter
         self.interval = interval
+        self.history = history
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._late = False
@@ -68,6 +73,8 @@ class Agent:
             self.exporter.poll_failed("poll", f"{type(e).__name__}: {e}")
             return None
         self.exporter.publish(snapshot)
+        if self.history is not None:
+            self.history.append(snapshot)
         return snapshot
 
     def _run(self) -> None:

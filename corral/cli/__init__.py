@@ -29,6 +29,10 @@ COMMANDS = {
     "stop": "corral.cli.container_run:stop_cmd",
     "kill": "corral.cli.container_run:kill_cmd",
     "update": "corral.cli.container_run:update_cmd",
+    "policy": "corral.cli.policy:policy",
+    "simulate": "corral.cli.simulate:simulate",
+    "enforce": "corral.cli.enforce:enforce_cmd",
+    "top": "corral.cli.top:top",
 }
 
 

@@ -1,24 +1,33 @@
-"""`corral serve --no-enforce`: the collector and the Prometheus exporter as a service.
+"""`corral serve`: the agent. The collector, the Prometheus exporter, the dashboard's JSON
+API and, given ``--policy``, the enforcer, until SIGTERM or SIGINT.
 
-Polls every cgroup under the cgroup2 root (or ``--subtree``) each ``--interval`` and serves
-/metrics, /healthz and a landing page on ``--listen`` (default 127.0.0.1:9847) until SIGTERM
-or SIGINT. Logs go to stderr one line per event; under systemd (stderr connected to the
-journal, $JOURNAL_STREAM) each line starts with its sd-daemon priority, ``<6>`` for info,
-which journald turns into the entry's priority and strips.
+Without a policy (or with ``--no-enforce``) it polls every cgroup under the cgroup2 root (or
+``--subtree``) each ``--interval``. With one, the enforcement loop (enforce.loop) does the
+polling at the policy's tick, and early when a PSI trigger fires: each snapshot it polls is
+published to the exporter, so one collector serves both and the enforcer's metrics
+(corral_enforcer_*) come with every scrape. /metrics, /healthz, /api/v1/{snapshot,history,
+audit} and a landing page are served on ``--listen`` (default 127.0.0.1:9847).
 
-Exit status: 0 after a signal, 1 when the cgroup root cannot be read or the address cannot
-be bound, 2 for bad options or a bad --web-config, and 2 without --no-enforce: the enforcer
-arrives with the enforce issue.
+Logs go to stderr one line per event; under systemd (stderr connected to the journal,
+$JOURNAL_STREAM) each line starts with its sd-daemon priority, ``<6>`` for info, which
+journald turns into the entry's priority and strips.
+
+Exit status: 0 after a signal, 1 when the cgroup root cannot be read, the address cannot be
+bound or the audit log cannot be opened, 2 for bad options, a bad --web-config or a policy
+that does not validate (as `corral policy check`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -27,19 +36,22 @@ from corral.cli.selection import collector_options
 from monitor.agent import Agent
 from monitor.collector import Collector, CollectorConfig
 from monitor.exporter import DEFAULT_HOST, DEFAULT_PORT, Exporter
+from monitor.exporter.api import ApiProvider
 from monitor.exporter.server import MetricsServer, parse_listen
 from monitor.exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from monitor.history import History
 from runtime.cgroupfs import CgroupError, CgroupFS
 from runtime.cgroupfs.openfiles import FD_RESERVE, raise_fd_rlimit
 from runtime.syscalls import set_mmap_threshold
 
+if TYPE_CHECKING:  # the enforcer is imported only when a policy is given
+    from enforce.loop import EnforcementLoop
+    from enforce.policy.schema import Policy
+
 log = logging.getLogger("corral.serve")
 MMAP_THRESHOLD = 128 * 1024  # glibc's default, made fixed (runtime.syscalls.set_mmap_threshold)
 PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
-NO_ENFORCER = (
-    "corral serve: the enforcer arrives with the enforce issue and is not in this version.\n"
-    "Run `corral serve --no-enforce` for the collector and the Prometheus exporter alone."
-)
+HISTORY_SECONDS = 300.0  # what /api/v1/history offers the dashboard without an enforcer
 
 
 class JournalFormatter(logging.Formatter):
@@ -76,7 +88,16 @@ def setup_logging(level: str) -> None:
 
 
 @click.command()
-@click.option("--no-enforce", is_flag=True, help="Collect and export only (required for now).")
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(),
+    metavar="FILE|DIR",
+    help="Enforce this policy (a TOML file, or a directory of them merged in name order).",
+)
+@click.option("--dry-run", is_flag=True, help="Decide and audit by the policy; write nothing.")
+@click.option("--audit-log", metavar="PATH", help="Default: the policy's [enforcer] audit_log.")
+@click.option("--no-enforce", is_flag=True, help="Collect and export only (no --policy).")
 @click.option(
     "--listen",
     default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
@@ -99,6 +120,9 @@ def setup_logging(level: str) -> None:
     show_default=True,
 )
 def serve(
+    policy_path: str | None,
+    dry_run: bool,
+    audit_log: str | None,
     no_enforce: bool,
     listen: str,
     interval: str,
@@ -112,10 +136,12 @@ def serve(
     recheck_every: int,
     log_level: str,
 ) -> None:
-    """Run the collector and the Prometheus exporter until SIGTERM or SIGINT."""
-    if not no_enforce:
-        click.echo(NO_ENFORCER, err=True)
-        sys.exit(2)
+    """Run the agent (collector, exporter, API, enforcer) until SIGTERM or SIGINT."""
+    if no_enforce and (policy_path or dry_run or audit_log):
+        raise click.UsageError("--no-enforce runs no enforcer: drop --policy/--dry-run/--audit-log")
+    if (dry_run or audit_log) and not policy_path:
+        raise click.UsageError("--dry-run and --audit-log need --policy FILE|DIR")
+    policy = _policy(policy_path) if policy_path else None
     try:
         host, port = parse_listen(listen)
     except ValueError as e:
@@ -138,13 +164,79 @@ def serve(
     except CgroupError as e:
         raise click.ClickException(str(e)) from None
     collector = Collector(fs, config)
-    exporter = Exporter(seconds)
+    where = f"{fs.root}/{subtree}".rstrip("/")
+    if policy is None:
+        exporter = Exporter(seconds)
+        history = History(max_age_seconds=HISTORY_SECONDS)
+        agent: Runner = Agent(collector, exporter, seconds, history)
+        provider = ApiProvider(history)
+        what = f"every {seconds:g}s; enforcement off"
+    else:
+        exporter = Exporter(policy.settings.tick_seconds)
+        loop = _loop(policy, fs, collector, exporter, dry_run, audit_log)
+        agent, provider = loop, ApiProvider(loop.history, _audit_feed(loop))
+        what = (
+            f"every {policy.settings.tick_seconds:g}s (the policy's tick) and on PSI triggers; "
+            f"enforcing {policy.source}{' as a dry run' if dry_run else ''}, audit to "
+            f"{loop.audit.path or 'memory only'}"
+        )
     try:
-        server = MetricsServer(exporter, host, port, web)
+        server = MetricsServer(exporter, host, port, web, provider)
     except OSError as e:
         collector.close()
         raise click.ClickException(f"cannot listen on {listen}: {e.strerror}") from None
-    run(Agent(collector, exporter, seconds), server, f"{fs.root}/{subtree}".rstrip("/"))
+    run(agent, exporter, server, f"polling {{}} cgroup(s) under {where} {what}")
+
+
+class Runner(Protocol):
+    """What `run` starts and stops: monitor.agent.Agent, or enforce.loop.EnforcementLoop."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
+def _policy(path: str) -> Policy:
+    from enforce.policy import PolicyError, load_policies
+
+    try:
+        return load_policies(path)
+    except PolicyError as e:
+        click.echo(f"corral serve: {e}", err=True)
+        sys.exit(2)
+
+
+def _loop(
+    policy: Policy,
+    fs: CgroupFS,
+    collector: Collector,
+    exporter: Exporter,
+    dry_run: bool,
+    audit_log: str | None,
+) -> EnforcementLoop:
+    from enforce.audit import AuditLog
+    from enforce.loop import EnforcementLoop
+
+    path = audit_log if audit_log is not None else policy.settings.audit_log
+    try:
+        audit = AuditLog(path or None)
+    except OSError as e:
+        collector.close()
+        raise click.ClickException(f"cannot open the audit log {path}: {e.strerror}") from None
+    loop = EnforcementLoop(
+        policy, fs, audit=audit, dry_run=dry_run, collector=collector, publish=exporter.publish
+    )
+    exporter.add_families(loop.metrics.render)
+    return loop
+
+
+def _audit_feed(loop: EnforcementLoop) -> Callable[[float], list[dict[str, Any]]]:
+    from enforce.audit import to_json
+
+    def feed(after: float) -> list[dict[str, Any]]:
+        return [json.loads(to_json(e)) for e in loop.audit.recent() if e.time > after]
+
+    return feed
 
 
 def _web_config(path: str | None) -> WebConfig | None:
@@ -156,7 +248,7 @@ def _web_config(path: str | None) -> WebConfig | None:
         raise click.BadParameter(str(e), param_hint="--web-config") from None
 
 
-def run(agent: Agent, server: MetricsServer, where: str) -> None:
+def run(agent: Runner, exporter: Exporter, server: MetricsServer, what: str) -> None:
     """Serve until SIGTERM or SIGINT; a second signal kills at once (default handling)."""
     stop = threading.Event()
     received: list[str] = []
@@ -171,16 +263,9 @@ def run(agent: Agent, server: MetricsServer, where: str) -> None:
         signal.signal(sig, on_signal)
     agent.start()
     server.start()
-    current = agent.exporter.current
+    current = exporter.current
     count = len(current.view.snapshot.sample.cgroups) if current else 0
-    log.info(
-        "listening on %s (/metrics, /healthz); polling %d cgroup(s) under %s every %gs; "
-        "enforcement off (--no-enforce)",
-        server.url,
-        count,
-        where,
-        agent.interval,
-    )
+    log.info("listening on %s (/metrics, /healthz, /api/v1); %s", server.url, what.format(count))
     while not stop.wait(0.5):
         pass
     log.info("stopping on %s", received[0])

@@ -58,8 +58,10 @@ def in_child(fn: Callable[[int], T], timeout: float = 30.0) -> T:
             os._exit(0)
     os.close(write_fd)
     chunks = []
+    waiter = select.poll()  # not select(): the fd may be above FD_SETSIZE in a long run
+    waiter.register(read_fd, select.POLLIN)
     try:
-        while select.select([read_fd], [], [], timeout)[0]:
+        while waiter.poll(timeout * 1000):
             chunk = os.read(read_fd, 65536)
             if not chunk:
                 break

@@ -4,6 +4,7 @@ when stderr is the journal)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from corral.cli import main
-from corral.cli.serve import NO_ENFORCER, JournalFormatter
+from corral.cli.serve import JournalFormatter
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
 
@@ -29,9 +30,28 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_without_no_enforce_it_says_the_enforcer_is_not_there_and_exits_2() -> None:
-    assert invoke() == (2, NO_ENFORCER + "\n")
-    assert "the enforcer arrives with the enforce issue" in NO_ENFORCER
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--no-enforce", "--policy", "p.toml"], "--no-enforce runs no enforcer"),
+        (["--dry-run"], "--dry-run and --audit-log need --policy FILE|DIR"),
+        (["--audit-log", "a.jsonl"], "--dry-run and --audit-log need --policy FILE|DIR"),
+    ],
+)
+def test_enforcer_options_that_do_not_go_together_exit_2(args: list[str], words: str) -> None:
+    status, output = invoke(*args)
+    assert status == 2
+    assert words in output, output
+
+
+def test_a_policy_that_does_not_validate_exits_2_naming_file_line_and_field(
+    tmp_path: Path,
+) -> None:
+    policy = tmp_path / "bad.toml"
+    policy.write_text('[enforcer]\ntick_seconds = "soon"\n')
+    status, output = invoke("--policy", str(policy))
+    assert status == 2
+    assert f"{policy}:2: enforcer.tick_seconds: bad value 'soon'" in output, output
 
 
 @pytest.mark.parametrize(
@@ -60,7 +80,8 @@ def test_a_bad_web_config_exits_2_with_its_message(tmp_path: Path) -> None:
 
 def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = (tmp_path / "serve.log").open("wb")
-    argv = [CORRAL, "serve", "--no-enforce", "--interval", "200ms", *args]
+    enforce = [] if "--policy" in args else ["--no-enforce", "--interval", "200ms"]
+    argv = [CORRAL, "serve", *enforce, *args]
     return subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, **(env or {})})
 
 
@@ -89,7 +110,10 @@ def test_serve_runs_on_the_host_and_stops_on_sigint(tmp_path: Path) -> None:
     assert proc.wait(timeout=10) == 0
     assert time.monotonic() - began < 3
     lines = (tmp_path / "serve.log").read_text().splitlines()
-    assert lines[0].startswith(f"info: corral.serve: listening on {url} (/metrics, /healthz); ")
+    assert lines[0].startswith(
+        f"info: corral.serve: listening on {url} (/metrics, /healthz, /api/v1); polling 1 "
+    )
+    assert lines[0].endswith("every 0.2s; enforcement off")
     assert lines[1:] == ["info: corral.serve: stopping on SIGINT", "info: corral.serve: stopped"]
 
 
@@ -126,3 +150,42 @@ def test_journal_formatter_writes_one_line_per_event() -> None:
     record = logging.LogRecord("corral.agent", logging.ERROR, __file__, 1, "a\nb", None, None)
     assert JournalFormatter(journal=True).format(record) == "<3>corral.agent: a | b"
     assert JournalFormatter(journal=False).format(record) == "error: corral.agent: a | b"
+
+
+def test_serve_with_a_policy_enforces_from_the_same_polls_and_serves_its_metrics_and_audit(
+    tmp_path: Path,
+) -> None:
+    """On this host (cgroup2 without controllers) the loop polls, decides and audits nothing
+    it cannot write; what is checked is the wiring: one collector feeding the exporter, the
+    enforcer's families in /metrics, its history and audit behind /api/v1."""
+    policy = tmp_path / "policy.toml"
+    audit = tmp_path / "audit.jsonl"
+    policy.write_text(
+        '[enforcer]\nmanaged_root = "corral-test-none"\ntick_seconds = "200ms"\n'
+        f'audit_log = "{audit}"\n[[rule]]\nname = "all"\n[rule.pids_guard]\n'
+    )
+    proc = start(tmp_path, "--policy", str(policy), "--listen", "127.0.0.1:0", "--max-depth", "0")
+    found = wait_log(tmp_path, proc, r"listening on (http://127\.0\.0\.1:\d+) .*; polling")
+    url = found.group(1)
+    line = (tmp_path / "serve.log").read_text().splitlines()[0]
+    assert f"every 0.2s (the policy's tick) and on PSI triggers; enforcing {policy}" in line
+    assert f"audit to {audit}" in line
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+        with urllib.request.urlopen(url + "/api/v1/history?after=0", timeout=5) as resp:
+            history = json.loads(resp.read())
+        if (
+            "corral_enforcer_last_decision_timestamp_seconds" in body
+            and len(history["snapshots"]) >= 2
+        ):
+            break
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+    assert "corral_cgroups 1.0" in body
+    with urllib.request.urlopen(url + "/api/v1/audit?after=0", timeout=5) as resp:
+        assert json.loads(resp.read())["entries"] == []
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert (tmp_path / "serve.log").read_text().splitlines()[-1] == "info: corral.serve: stopped"
