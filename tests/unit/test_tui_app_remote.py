@@ -6,7 +6,6 @@ disconnected and keeps answering keys; a new agent on the same port: the rows co
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 
 from test_tui_app import banner, shown, until
@@ -38,7 +37,7 @@ async def test_the_dashboard_follows_an_agent_that_dies_and_comes_back() -> None
     with agent_process(port) as (first, _):
         app = CorralTop(source)
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait(pilot, lambda: RECORDED <= set(shown(app)))
+            await wait(pilot, lambda: set(shown(app)) >= RECORDED)
             assert not banner(app).display
             first.kill()
             first.wait(10)
@@ -48,8 +47,6 @@ async def test_the_dashboard_follows_an_agent_that_dies_and_comes_back() -> None
             await pilot.press("question_mark")  # input is still answered while it is down
             await wait(pilot, lambda: isinstance(app.screen, HelpScreen))
             await pilot.press("escape")
-            began = time.monotonic()
             with agent_process(port):
                 await wait(pilot, lambda: not banner(app).display)
-                assert RECORDED <= set(shown(app))
-            assert time.monotonic() - began < 20
+                assert set(shown(app)) >= RECORDED
