@@ -21,11 +21,14 @@ setup: $(VENV)/.installed peers
 	$(CORRAL) machine setup
 
 # Debian's peers and tools the tests run against: prometheus and promtool (exporter golden
-# file, e2e), debootstrap (`corral rootfs debian` and its e2e test).
+# file, e2e), debootstrap (`corral rootfs debian` and its e2e test), tmux (`corral top` driven
+# as a person would), runc, crun and umoci (OCI parity and bench), nftables (published ports).
+PEERS := prometheus debootstrap tmux runc crun umoci nftables
+PEER_COMMANDS := promtool debootstrap tmux runc crun umoci nft
 peers:
-	@command -v promtool >/dev/null && command -v debootstrap >/dev/null && command -v tmux >/dev/null || \
-		{ apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus debootstrap tmux; }
+	@missing=; for c in $(PEER_COMMANDS); do command -v $$c >/dev/null || missing=$$c; done; \
+	[ -z "$$missing" ] || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PEERS); }
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -278,6 +278,22 @@ def _emulation_note(poll: dict[str, Any]) -> str:
     )
 
 
+def _sections(out: str) -> list[str]:
+    """The enforcer's (and later parts') sections, from their own result files when present."""
+    import report_enforce
+
+    lines: list[str] = []
+    for name, render_part in (
+        ("enforce_sim.json", report_enforce.simulation),
+        ("enforce_machine.json", report_enforce.machine),
+    ):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                lines += render_part(json.load(f))
+    return lines
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print("usage: report.py RESULTS.json BENCHMARKS.md", file=sys.stderr)
@@ -294,6 +310,7 @@ def main(argv: list[str]) -> int:
         with open(host_sizes) as f:
             sizes = json.load(f)
     text = render(results, sizes)
+    text += "\n".join(_sections(os.path.dirname(argv[1])))
     with open(argv[2], "w") as f:
         f.write(text)
     return 0

@@ -315,9 +315,10 @@ SELF_METRICS: list[Metric] = [
 CATALOGUE: list[Metric] = [*CGROUP_METRICS, CGROUP_INFO, *SELF_METRICS]
 
 
-def markdown() -> str:
-    """docs/metrics.md: the catalogue as a table. tests/unit/test_exporter_docs.py fails
-    when the file is stale and rewrites it when run with CORRAL_UPDATE_GOLDEN=1."""
+def markdown(enforcer: Sequence[Metric] = ()) -> str:
+    """docs/metrics.md: the catalogue as a table, then ``enforcer``'s families (enforce.metrics
+    .FAMILIES: monitor does not import enforce). tests/unit/test_exporter_docs.py fails when
+    the file is stale and rewrites it when run with CORRAL_UPDATE_GOLDEN=1."""
     head = [
         "# corral's metrics",
         "",
@@ -325,7 +326,7 @@ def markdown() -> str:
         " Regenerate with `CORRAL_UPDATE_GOLDEN=1 .venv/bin/pytest"
         " tests/unit/test_exporter_docs.py`.",
         "",
-        "`corral serve --no-enforce` serves these at http://127.0.0.1:9847/metrics: port"
+        "`corral serve` serves these at http://127.0.0.1:9847/metrics: port"
         " 9847 by default, `--listen HOST:PORT` to change it; text format, or OpenMetrics"
         " when the Accept header asks for it; gzip on request. /healthz answers 200 while"
         " the newest poll is at most three intervals old, else 503 with the reason.",
@@ -350,6 +351,19 @@ def markdown() -> str:
         "|---|---|---|---|---|---|",
     ]
     rows = [_row(m) for m in CATALOGUE]
+    if enforcer:
+        rows += [
+            "",
+            "## The enforcer's metrics",
+            "",
+            "With `corral serve --policy`, the enforcer's families follow the cgroups' in every"
+            " scrape, as of the same poll (`enforce/metrics.py`). The audit log holds every"
+            " decision in full; these count them.",
+            "",
+            "| name | type | unit | labels | written by | what it is |",
+            "|---|---|---|---|---|---|",
+            *(_row(m) for m in enforcer),
+        ]
     return "\n".join([*head, *rows, ""])
 
 
