@@ -35,8 +35,11 @@ devices = ["{device}"]
 target = 0.2
 restore_below = 0.05
 wbps = "2M"
-hold = "1s"
+hold = "5s"
 """
+# hold: the protected writer finishes in well under a second once the noisy one is capped;
+# the cap must outlast the noisy writer's measured 4 MiB at 2 MiB/s (~2 s), or the measured
+# rate would include writes made after the cap was lifted.
 
 
 def io_max_of(fs: CgroupFS, cgroup: str, device: Device) -> IoMax:
