@@ -5,12 +5,12 @@ with `pytest tests/unit/test_tui_snapshots.py --snapshot-update` and look at eac
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from syrupy import snapshot  # noqa: F401 (tests/unit/conftest.py has a `snapshot` of its own)
+from test_tui_app import until, utc  # noqa: F401  (utc: autouse, pins TZ)
 from textual.pilot import Pilot
 from textual.widgets import Static
 from tui_data import FakeReplay, FakeSource
@@ -22,24 +22,6 @@ from dashboards.tui.widgets.table import CgroupTable
 SMALL = (80, 24)
 LARGE = (160, 48)
 Compare = Callable[..., bool]
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The status bar shows local time: pin it."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
-async def until(pilot: Pilot[Any], condition: Callable[[], object], timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {condition}")
-        await pilot.pause(0.01)
 
 
 def first_frame(*keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
