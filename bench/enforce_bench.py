@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simulating {trace.name} ({trace.ticks} ticks)...", file=sys.stderr)
         sims.append(simulate(trace, policy))
     tot = totals(sims)
+    synthetic = totals(sims[: len(SYNTHETIC)])
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "python": platform.python_version(),
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         "traces": [simulation_dict(sim) for sim in sims],
         "totals": tot,
         "targets": targets(tot),
+        # The same over the synthetic traces alone, when recordings were added.
+        "synthetic_totals": synthetic,
+        "synthetic_targets": targets(synthetic),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(table(sims))

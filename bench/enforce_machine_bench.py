@@ -44,6 +44,7 @@ from runtime.cgroupfs.memory import read_memory_peak
 from runtime.cgroupfs.pressure import read_pressure
 
 PARENT = "corral"
+INTERVAL, MAX_PROBE = "1s", 0.05  # --interval, --max-probe
 CONTROLLERS = ("cpu", "io", "memory", "pids")
 MiB = 1 << 20
 
@@ -58,9 +59,9 @@ name = "bench"
 select = {{ cgroup = "corral/bench-*" }}
 
 [rule.memory_pressure]
-interval = "1s"
+interval = "{interval}"
 pressure = "10ms"
-max_probe = 0.05
+max_probe = {max_probe}
 max_backoff = 1.0
 min = "16M"
 trigger_window = "1s"
@@ -148,6 +149,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--cold-mb", type=int, default=3)
     p.add_argument("--record-seconds", type=int, default=300)
+    p.add_argument("--interval", default=INTERVAL, help="memory_pressure's quiet interval")
+    p.add_argument("--max-probe", type=float, default=MAX_PROBE)
     return p.parse_args(argv)
 
 
@@ -182,7 +185,7 @@ def _loop(fs: CgroupFS, out: str, name: str) -> EnforcementLoop:
     if os.path.exists(audit):
         os.unlink(audit)
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-        f.write(POLICY.format(audit=audit))
+        f.write(POLICY.format(audit=audit, interval=INTERVAL, max_probe=MAX_PROBE))
     try:
         policy = load_policy(f.name)
     finally:
@@ -358,7 +361,7 @@ def record(fs: CgroupFS, out: str, mnt: str, seconds: int) -> dict[str, Any]:
     )
     time.sleep(2.0)
     work = [
-        _spawn(fs, f"{PARENT}/rec-cache", CACHE_AND_HOT, d, "48", "100000", "1"),
+        _spawn(fs, f"{PARENT}/rec-cache", CACHE_AND_HOT, d, "48", "500", "1"),
         _spawn(fs, f"{PARENT}/rec-batch", BATCH, "8", "12", str(seconds)),
         _spawn(fs, f"{PARENT}/rec-leak", LEAKER, "4", "240", str(seconds)),
     ]
@@ -375,11 +378,16 @@ def record(fs: CgroupFS, out: str, mnt: str, seconds: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    global INTERVAL, MAX_PROBE
+    INTERVAL, MAX_PROBE = args.interval, args.max_probe
     if not args.disk:
         raise SystemExit("no scratch disk: run in `corral machine run --disk 1G` or pass --disk")
     fs = CgroupFS()
     _prepare(fs)
-    results: dict[str, Any] = {"kernel": os.uname().release}
+    results: dict[str, Any] = {
+        "kernel": os.uname().release,
+        "policy": {"interval": INTERVAL, "max_probe": MAX_PROBE, "min": "16M"},
+    }
     results["reaction"] = reaction(fs, args.out, args.reactions)
     print("reaction:", json.dumps(results["reaction"]), flush=True)
     mnt = _mount_scratch(args.disk)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 POLICIES = ("corral", "fixed", "vpa", "autopilot")
+SYNTHETIC_NAMES = ("diurnal", "step", "leak", "spiky_batch", "fork_storm")
 NAMES = {
     "corral": "corral (default policy)",
     "fixed": "fixed manual limits",
@@ -44,9 +45,18 @@ def simulation(sim: dict[str, Any]) -> list[str]:
                 f"{_pct(r['memory_slack'])} | {_pct(r['cpu_slack'])} | {r['oom_kills']} | "
                 f"{r['throttled_seconds']:.1f} | {r['limit_changes']} |"
             )
-    lines += [
+    suites = [("traces, the recording included", totals, targets)]
+    if "synthetic_totals" in sim and len(sim["traces"]) > len(SYNTHETIC_NAMES):
+        suites.insert(0, ("synthetic traces", sim["synthetic_totals"], sim["synthetic_targets"]))
+    for label, tot, tgt in suites:
+        lines += _suite(label, tot, tgt)
+    return lines
+
+
+def _suite(label: str, totals: dict[str, Any], targets: dict[str, Any]) -> list[str]:
+    lines = [
         "",
-        "| over the suite | slack | OOM kills | throttled s | changes |",
+        f"| over the {label} | slack | OOM kills | throttled s | changes |",
         "|---|---|---|---|---|",
     ]
     for name in POLICIES:
@@ -58,7 +68,7 @@ def simulation(sim: dict[str, Any]) -> list[str]:
     c, a, v = totals["corral"], totals["autopilot"], totals["vpa"]
     lines += [
         "",
-        "| target | corral | against | |",
+        f"| target, over the {label} | corral | against | |",
         "|---|---|---|---|",
         f"| slack at most 15% | {_pct(c['slack'])} | 15% | "
         f"{_met(targets['slack_at_most_15pct'])} |",
