@@ -51,7 +51,11 @@ if TYPE_CHECKING:  # the enforcer is imported only when a policy is given
 log = logging.getLogger("corral.serve")
 MMAP_THRESHOLD = 128 * 1024  # glibc's default, made fixed (runtime.syscalls.set_mmap_threshold)
 PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
-HISTORY_SECONDS = 300.0  # what /api/v1/history offers the dashboard without an enforcer
+# What /api/v1/history keeps for `corral top --url` without an enforcer: the dashboard
+# builds its plots' window from the polls it fetches, so the agent holds only enough to
+# cover a client's gap, bounded in cgroup samples (a busy cgroup's sample is a few KB).
+HISTORY_SECONDS = 300.0
+HISTORY_CGROUP_SAMPLES = 5_000
 
 
 class JournalFormatter(logging.Formatter):
@@ -167,7 +171,9 @@ def serve(
     where = f"{fs.root}/{subtree}".rstrip("/")
     if policy is None:
         exporter = Exporter(seconds)
-        history = History(max_age_seconds=HISTORY_SECONDS)
+        history = History(
+            max_age_seconds=HISTORY_SECONDS, max_cgroup_samples=HISTORY_CGROUP_SAMPLES
+        )
         agent: Runner = Agent(collector, exporter, seconds, history)
         provider = ApiProvider(history)
         what = f"every {seconds:g}s; enforcement off"
