@@ -28,21 +28,11 @@ from dashboards.tui.sources.base import Frame, ProcessRow, Source
 from dashboards.tui.widgets.audit_list import AuditList, for_cgroup
 from dashboards.tui.widgets.plots import Charts
 from dashboards.tui.widgets.processes import ProcessTable
-from dashboards.tui.widgets.status import Status, StatusBar
+from dashboards.tui.widgets.status import StatusBar
 from monitor.sample import Limits
 
 if TYPE_CHECKING:
     from dashboards.tui.app import FrameUpdated
-
-
-class ScreenStatusBar(StatusBar):
-    """The app's status bar, safe to update before it has composed: the app sets the status
-    of every screen's bar on each frame, and a frame can arrive between this screen's push
-    and its bar's compose (NoMatches on #status-line). Its own on_mount shows the status."""
-
-    def watch_status(self, status: Status) -> None:
-        if self.children:
-            super().watch_status(status)
 
 
 class ProcessesRead(Message):
@@ -87,7 +77,7 @@ class DetailScreen(Screen[None]):
         self._reading = False
 
     def compose(self) -> ComposeResult:
-        yield ScreenStatusBar()
+        yield StatusBar()
         yield Static(id="detail-title")
         with TabbedContent(initial="plots"):
             with TabPane("Plots", id="plots"), Horizontal():

@@ -17,7 +17,6 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Select, Static
 
-from dashboards.tui.screens.detail import ScreenStatusBar
 from dashboards.tui.sources.base import Frame
 from dashboards.tui.widgets.audit_list import (
     AuditFilter,
@@ -26,6 +25,7 @@ from dashboards.tui.widgets.audit_list import (
     newest_first,
     outcome_counts,
 )
+from dashboards.tui.widgets.status import StatusBar
 from enforce.actions import AuditEntry, Outcome
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class EnforcerScreen(Screen[None]):
         self.where = AuditFilter()
 
     def compose(self) -> ComposeResult:
-        yield ScreenStatusBar()
+        yield StatusBar()
         yield Static(id="enforcer-title")
         with Horizontal(id="filters"):
             yield Input(placeholder="rule", id="filter-rule")

@@ -75,6 +75,10 @@ class StatusBar(Vertical):
         self.watch_status(self.status)
 
     def watch_status(self, status: Status) -> None:
+        # The app sets every screen's bar on each frame, and a frame can arrive between a
+        # screen's push and its bar's compose: on_mount shows the status then.
+        if not self.children:
+            return
         self.query_one("#status-line", Static).update(status_line(status))
         banner = self.query_one("#banner", Static)
         if status.disconnected is None:
