@@ -33,6 +33,7 @@ COMMANDS = {
     "simulate": "corral.cli.simulate:simulate",
     "enforce": "corral.cli.enforce:enforce_cmd",
     "top": "corral.cli.top:top",
+    "oci": "corral.cli.oci:oci",
 }
 
 

@@ -23,8 +23,9 @@ from runtime.container import lifecycle
 from runtime.container.cgroup import DEFAULT_PARENT, ContainerCgroups
 from runtime.container.limits import parse_limits
 from runtime.container.process import EXIT_FAILED, SetupError
-from runtime.container.spec import build_spec
+from runtime.container.spec import build_spec, default_network
 from runtime.container.state import Container, StateStore
+from runtime.network import check_publish
 from runtime.security.capabilities import parse_user
 
 FORWARDED = (
@@ -79,8 +80,9 @@ def limit_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.command("run", context_settings=_RUN)
-@click.argument("rootfs")
-@click.argument("command", nargs=-1, required=True)
+@click.argument("rootfs", required=False)
+@click.argument("command", nargs=-1)
+@click.option("--bundle", metavar="DIR", help="Run an OCI bundle (config.json) instead.")
 @click.option("--name", help="Container name (unique).")
 @click.option("-d", "--detach", is_flag=True, help="Print the id and leave it running.")
 @click.option("--rm", is_flag=True, help="Remove the container when it exits.")
@@ -97,7 +99,14 @@ def limit_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--time-offset", multiple=True, metavar="monotonic=S,boottime=S", help="Clock offsets."
 )
-@click.option("--network", default="none", show_default=True, help="none (loopback) or host.")
+@click.option(
+    "--network", help="bridge (root's default: corral0 with NAT), none (loopback only) or host; "
+    "CORRAL_NETWORK sets the default.",
+)  # fmt: skip
+@click.option(
+    "-p", "--publish", multiple=True, metavar="[IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]",
+    help="Publish a container port on the host (127.0.0.1 included); --network bridge.",
+)  # fmt: skip
 @click.option("--cap-add", multiple=True, help="Add a capability (or ALL).")
 @click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")
 @click.option(
@@ -106,11 +115,21 @@ def limit_options(f: Callable[..., Any]) -> Callable[..., Any]:
 )  # fmt: skip
 @state_dir_option
 def run_cmd(
-    rootfs: str, command: tuple[str, ...], state_dir: str, cgroup_parent: str, **options: Any
-) -> None:
-    """Run COMMAND in a new container on ROOTFS: corral run [OPTIONS] ROOTFS -- CMD [ARG...]"""
+    rootfs: str | None, command: tuple[str, ...], bundle: str | None, state_dir: str,
+    cgroup_parent: str, **options: Any,
+) -> None:  # fmt: skip
+    """Run COMMAND in a new container on ROOTFS: corral run [OPTIONS] ROOTFS -- CMD [ARG...]
+    (or corral run --bundle DIR [--name ID] [-d] [--rm]: an OCI bundle, created and started)"""
+    if bundle is not None:
+        from corral.cli.oci import run_bundle
+
+        run_bundle(bundle, rootfs, command, state_dir, cgroup_parent, options)
+    if rootfs is None or not command:
+        raise click.UsageError("missing ROOTFS and COMMAND (or give --bundle DIR)")
     with errors("run"):
+        options["network"] = options["network"] or default_network()
         spec = build_spec(rootfs=rootfs, command=command_args(command), **options)
+        check_publish(spec.publish, state_dir)  # a port taken: refused before anything exists
         store, cgroups = StateStore(state_dir), ContainerCgroups(parent=cgroup_parent)
         forwarder = None if spec.detach else Forwarder()  # from before the output can flow
         started = lifecycle.run(spec, store, cgroups, attach=not spec.detach)

@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from runtime import network
 from runtime.cgroupfs import CgroupError
 from runtime.container.cgroup import ContainerCgroups
 from runtime.container.config import spec_to_dict
@@ -154,7 +155,11 @@ def table(rows: list[list[str]]) -> str:
 def ps(show_all: bool, as_json: bool, no_trunc: bool, state_dir: str) -> None:
     """List running containers (all with -a), newest first."""
     now_ns = time.time_ns()
-    containers = _refreshed(StateStore(state_dir))
+    store = StateStore(state_dir)
+    containers = _refreshed(store)
+    # [F3] a crash can leave veths, nft rules and leases of containers that are gone
+    live = {c.id for c in containers if c.status != "stopped"} | set(store.skipped)
+    network.reconcile(state_dir, live)
     shown = [c for c in reversed(containers) if show_all or c.status == "running"]
     if as_json:
         click.echo(json.dumps([summary(c, now_ns) for c in shown], indent=2))
@@ -330,6 +335,7 @@ def remove_container(store: StateStore, ref: str, force: bool) -> None:
         with store.locked(c.id) as fresh:
             if cgroups is not None:
                 cgroups.remove(fresh.cgroup)
+            network.detach(fresh.id, store.root)  # [F3] veth, nft rules, lease
             store.remove(fresh.id)
     except ContainerNotFound:
         pass  # a --rm container's shim removed it meanwhile

@@ -20,6 +20,7 @@ from runtime.container.spec import (
     check_choice,
 )
 from runtime.container.volumes import Volume
+from runtime.network.ports import PortSpec
 from runtime.security.capabilities import User
 
 
@@ -53,6 +54,7 @@ def spec_to_dict(spec: ContainerSpec) -> dict[str, Any]:
         "detach": spec.detach,
         "rm": spec.rm,
         "generated_name": spec.generated_name,
+        "publish": [p.to_dict() for p in spec.publish],
     }
 
 
@@ -89,6 +91,10 @@ def spec_from_dict(d: Mapping[str, Any]) -> ContainerSpec:
         limits = limits_from_dict(_field(d, "limits", dict))
     except (KeyError, TypeError, ValueError) as e:
         raise SpecError.wrap("config.json", d, e) from e
+    try:  # absent in configs written before -p/--publish existed
+        publish = tuple(PortSpec.from_dict(p) for p in d.get("publish", []))
+    except (TypeError, ValueError) as e:
+        raise SpecError.wrap("config.json", "publish", e) from e
     return ContainerSpec(
         name=_field(d, "name", str),
         rootfs=_field(d, "rootfs", str),
@@ -114,4 +120,5 @@ def spec_from_dict(d: Mapping[str, Any]) -> ContainerSpec:
         detach=_field(d, "detach", bool),
         rm=_field(d, "rm", bool),
         generated_name=_field(d, "generated_name", bool),
+        publish=publish,
     )

@@ -13,6 +13,8 @@ The ``record_*`` and ``remove_container`` functions run in the shim's short-live
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import select
 import signal
@@ -21,6 +23,8 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
+from runtime import network
+from runtime.cgroupfs import CgroupError
 from runtime.container.cgroup import ContainerCgroups
 from runtime.container.limits import ContainerLimits, merged
 from runtime.container.logs import now
@@ -35,7 +39,7 @@ from runtime.container.process import (
     wait_for_exec,
 )
 from runtime.container.spec import ContainerSpec
-from runtime.container.state import Container, StateStore, proc_start_time
+from runtime.container.state import Container, ContainerNotFound, StateStore, proc_start_time
 from runtime.container.userns import auto_mapping, map_text
 
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
@@ -111,6 +115,7 @@ def undo(store: StateStore, cgroups: ContainerCgroups, container: Container) -> 
     try:
         cgroups.remove(container.cgroup)
     finally:
+        network.detach(container.id, store.root)  # [F3] veth, nft rules, lease
         store.remove(container.id)
 
 
@@ -175,12 +180,13 @@ def read_line(fd: int) -> str | None:
 
 
 def wait_started(sync: int) -> int:
-    """The container's PID 1 once its command runs; ContainerError with the shim's error."""
+    """The container's PID 1 once its command runs (or, for an OCI create, once it waits on
+    its exec fifo); ContainerError with the shim's error."""
     line = read_line(sync)
     if line is None:
         raise ContainerError("the shim exited before the container started")
     word, _, rest = line.partition(" ")
-    if word == "started":
+    if word in ("started", "created"):
         return int(rest)
     code, _, message = rest.partition(" ")
     raise ContainerError(message, int(code) if code.isdigit() else EXIT_FAILED)
@@ -206,23 +212,34 @@ def wait_exit(store: StateStore, started: Started) -> int:
 def starter_main(config: bytes, answer: int, state_dir: str, container_id: str, shim: int) -> None:
     """The shim's starter (runtime/container/shim.py start): fork the setup process
     (process.setup_main), wait for the execve (process.wait_for_exec), record "running",
-    and answer "started PID" or "error CODE MESSAGE" on ``answer``; never returns. One
+    and answer "started PID" or "error CODE MESSAGE" on ``answer``; never returns. An OCI
+    container (``oci`` set) stops before execve: recorded with its pid, "created PID". One
     process imports the runtime for both, so that a container start pays for it once."""
     try:
         parsed = ProcessConfig.from_json(config)
         report_r, report_w = os.pipe()
         control_r, control_w = os.pipe()
         setup = os.fork()
+        oci = parsed.oci is not None
+        if oci:  # imported here, not by the shim's other helpers
+            from runtime.oci.init_process import setup_main as oci_setup_main
         if setup == 0:
             os.close(report_r)
             os.close(control_w)
             os.close(answer)
-            setup_main(parsed, report_w, control_r)
+            (oci_setup_main if oci else setup_main)(parsed, report_w, control_r)
         os.close(report_w)
         os.close(control_r)
-        pid = wait_for_exec(setup, report_r, control_w)
-        record_started(state_dir, container_id, pid, shim)
-        send(answer, f"started {pid}")
+        hook = None  # [F3] bridge networking, attached before the command's first instruction
+        if parsed.network == "bridge":
+            hook = functools.partial(network.attach_from_state, state_dir, container_id)
+        pid = wait_for_exec(setup, report_r, control_w, ready=oci, before_go=hook)
+        if oci:  # PID 1 waits on the exec fifo: `corral oci start` releases it
+            record_created(state_dir, container_id, pid, shim)
+            send(answer, f"created {pid}")
+        else:
+            record_started(state_dir, container_id, pid, shim)
+            send(answer, f"started {pid}")
     except SetupError as e:
         report_failure(answer, e.code, str(e))
     except Exception as e:
@@ -237,15 +254,30 @@ def record_started(state_dir: str, container_id: str, pid: int, shim_pid: int) -
     )  # fmt: skip
 
 
-def record_exit(state_dir: str, container_id: str, cgroup: str, code: int) -> None:
-    cgroups = ContainerCgroups(parent=cgroup.rsplit("/", 1)[0] or "corral")
-    oom = cgroups.oom_killed(cgroup)
+def record_created(state_dir: str, container_id: str, pid: int, shim_pid: int) -> None:
+    """An OCI container set up and waiting on its exec fifo: still "created", now with
+    PID 1 (runtime.oci.state tells "creating" from "created" by the pid)."""
     StateStore(state_dir).update(
-        container_id, status="stopped", exit_code=code, oom_killed=oom, finished=now()
+        container_id, pid=pid, shim_pid=shim_pid, shim_start_time=proc_start_time(shim_pid)
     )
 
 
+def record_exit(state_dir: str, container_id: str, cgroup: str, code: int) -> None:
+    network.detach(container_id, state_dir)  # [F3] veth, nft rules, lease (idempotent)
+    cgroups = ContainerCgroups(parent=cgroup.rsplit("/", 1)[0] or "corral")
+    oom = False
+    # `corral oci delete` removes the cgroup and the state as soon as PID 1 is dead, without
+    # waiting for this record: nothing is left to record then.
+    with contextlib.suppress(CgroupError):
+        oom = cgroups.oom_killed(cgroup)
+    with contextlib.suppress(ContainerNotFound):
+        StateStore(state_dir).update(
+            container_id, status="stopped", exit_code=code, oom_killed=oom, finished=now()
+        )
+
+
 def record_failure(state_dir: str, container_id: str, code: int, message: str) -> None:
+    network.detach(container_id, state_dir)  # [F3]
     StateStore(state_dir).update(
         container_id, status="stopped", exit_code=code, error=message, finished=now()
     )
@@ -253,6 +285,7 @@ def record_failure(state_dir: str, container_id: str, code: int, message: str) -
 
 def remove_container(state_dir: str, container_id: str, cgroup: str) -> None:
     """--rm: the cgroup, then the state directory (the log with it)."""
+    network.detach(container_id, state_dir)  # [F3]
     ContainerCgroups(parent=cgroup.rsplit("/", 1)[0] or "corral").remove(cgroup)
     StateStore(state_dir).remove(container_id)
 

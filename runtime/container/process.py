@@ -35,13 +35,21 @@ import os
 import signal
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from runtime import syscalls as sc
 from runtime.container import init as container_init
 from runtime.container.mounts import MountSpec, setup_filesystem
-from runtime.container.userns import IdMap, UserNamespaceSpec, attach, idmapped_rootfs, write_maps
+from runtime.container.userns import (
+    IdMap,
+    UserNamespaceSpec,
+    attach,
+    idmapped_rootfs,
+    map_text,
+    write_maps,
+)
 from runtime.container.volumes import Volume, resolve_in_root
 from runtime.security import capabilities, seccomp
 from runtime.security.process import default_nofile, harden, set_rlimits
@@ -86,6 +94,7 @@ class ProcessConfig:
     gid_map: str = ""
     time_offsets: str = ""
     idmap_rootfs: bool = False
+    oci: dict[str, Any] | None = None  # runtime.oci.init_process.OciProcess.to_dict()
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -157,7 +166,7 @@ def namespace_flags(config: ProcessConfig) -> int:
     """The unshare(2) flags after the user namespace: all but net with --network host."""
     flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
     flags |= sc.CLONE_NEWCGROUP | sc.CLONE_NEWTIME
-    if config.network == "none":
+    if config.network != "host":  # none, or bridge (runtime.network adds eth0 before "go")
         flags |= sc.CLONE_NEWNET
     return flags
 
@@ -198,6 +207,11 @@ def enter_user_namespace(config: ProcessConfig) -> None:
         raise SetupError(f"writing the uid/gid maps of pid {os.getpid()} failed")
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    # The id change made this process non-dumpable, which hands its /proc/self files to the
+    # host's root (task_dump_owner: its mm belongs to the initial user namespace), out of
+    # reach of the namespace's root: timens_offsets could not be written. runc's nsexec
+    # sets it dumpable again too.
+    sc.prctl(sc.PR_SET_DUMPABLE, 1)
 
 
 def _spec_of(config: ProcessConfig) -> UserNamespaceSpec:
@@ -208,7 +222,16 @@ def _spec_of(config: ProcessConfig) -> UserNamespaceSpec:
 
 
 def _write_maps(pid: int, config: ProcessConfig) -> None:
-    write_maps(pid, _spec_of(config))
+    """The maps of ``pid``. An OCI container keeps setgroups(2) for its additionalGids, as
+    under runc run by root: only a gid_map written without CAP_SETGID over the parent
+    namespace needs setgroups "deny" first (user_namespaces(7)), and this writer has it."""
+    spec = _spec_of(config)
+    if config.oci is None:
+        write_maps(pid, spec)
+        return
+    for name, maps in (("uid_map", spec.uids), ("gid_map", spec.gids)):
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(map_text(maps))
 
 
 def setup_main(config: ProcessConfig, report: int, control: int) -> None:
@@ -257,11 +280,20 @@ def _failure(line: str) -> SetupError:
     return SetupError(message, int(code) if code.isdigit() else EXIT_FAILED)
 
 
-def wait_for_exec(setup: int, report: int, control: int) -> int:
+def wait_for_exec(
+    setup: int,
+    report: int,
+    control: int,
+    *,
+    ready: bool = False,
+    before_go: Callable[[int], None] | None = None,
+) -> int:
     """In the setup process's parent: "pid N" from it, its exit (the shim, a subreaper, now
     adopts PID 1), "go" to PID 1, then EOF on the close-on-exec report pipe: the execve
     succeeded, and PID 1's host pid is returned. SetupError with the reported code and
-    message otherwise (PID 1 is killed)."""
+    message otherwise (PID 1 is killed). With ``ready`` (an OCI create) PID 1 stops before
+    execve and says "ready" instead of the EOF. ``before_go(pid)`` runs before "go" (the
+    bridge network's hook); its failure kills PID 1 and raises SetupError."""
     lines = _lines(report)
     first = next(lines, "")
     status = os.waitpid(setup, 0)[1]
@@ -270,9 +302,20 @@ def wait_for_exec(setup: int, report: int, control: int) -> int:
             raise _failure(first)
         raise SetupError(f"the setup process died ({container_init.exit_status(status)})")
     pid = int(first[4:])
+    if before_go is not None:  # [F3] bridge networking: runtime.network.attach_from_state
+        try:
+            before_go(pid)
+        except Exception as e:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            raise SetupError(f"network: {e}") from None
     os.write(control, b"go\n")
     os.close(control)
     second = next(lines, None)
+    if ready and second == "ready":
+        return pid
+    if ready and second is None:
+        second = f"error {EXIT_FAILED} the container's process exited during its setup"
     if second is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -293,7 +336,7 @@ def container_main(config: ProcessConfig, report: int, control: int, rootfs_fd: 
         sets = capabilities.docker_sets(frozenset(config.caps), config.uid)
         user = capabilities.User(config.uid, config.gid, config.groups)
         sc.sethostname(config.hostname)
-        if config.network == "none":
+        if config.network != "host":
             loopback_up()
         # The working directory is made before --read-only applies, as docker does.
         os.makedirs(resolve_in_root(config.rootfs, config.cwd), mode=0o755, exist_ok=True)

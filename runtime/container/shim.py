@@ -12,7 +12,9 @@ with the answer. The shim then owns the container's stdout and stderr pipes: eve
 goes to the JSON-lines log (docker's json-file format) and, for a foreground run, to the
 CLI's own stdout and stderr; it reaps, records the exit status, finish time and OOM kill,
 removes the container for ``--rm``, and tells the CLI over SYNC_FD: "started PID",
-"error CODE MESSAGE", "exit CODE".
+"error CODE MESSAGE", "exit CODE". An OCI container (runtime.oci.lifecycle) stops before
+execve: the starter records it with its pid and answers "created PID", which the shim
+passes on; `corral oci start` later releases PID 1 through the exec fifo.
 
 Peak RSS matters (issue 4 measures it against 12 MB; 9.3 MB measured): the shim imports only
 builtins, codecs, os, select and runtime.syscalls. The container setup and the state and
@@ -167,11 +169,12 @@ def close_except(*keep: int) -> None:
         low = fd + 1
 
 
-def start(config: bytes, fds: dict[str, int], state_dir: str, cid: str) -> int:
+def start(config: bytes, fds: dict[str, int], state_dir: str, cid: str) -> tuple[str, int]:
     """Fork the starter (lifecycle.starter_main: it imports the runtime once, forks the
     setup process, waits for the execve and records "running"); the container's PID 1, or
     StartFailed with the starter's error. stdin, stdout and stderr of the starter, and so
-    of the container, are /dev/null and the output pipes."""
+    of the container, are /dev/null and the output pipes. The answer's word comes with
+    it: "started", or "created" for an OCI container waiting on its exec fifo."""
     answer_r, answer_w = os.pipe()
     shim = os.getpid()
     starter = os.fork()
@@ -195,8 +198,8 @@ def start(config: bytes, fds: dict[str, int], state_dir: str, cid: str) -> int:
     os.close(answer_r)
     status = os.waitpid(starter, 0)[1]
     word, _, rest = line.partition(" ")
-    if word == "started":
-        return int(rest)
+    if word in ("started", "created"):
+        return word, int(rest)
     if word == "error":
         code, _, message = rest.partition(" ")
         raise StartFailed(int(code) if code.isdigit() else EXIT_FAILED, message)
@@ -279,12 +282,12 @@ def main(argv: list[str]) -> int:
     _signal.signal(SIGCHLD, lambda _sig, _frame: None)  # wakes select through the fd
     log = JsonLog(log_path)
     try:
-        pid = start(config, fds, state_dir, cid)
+        word, pid = start(config, fds, state_dir, cid)
     except StartFailed as e:
         if not tell(sync, f"error {e.code} {e}"):
             helper("record_failure", state_dir, cid, e.code, str(e))
         return e.code
-    tell(sync, f"started {pid}")
+    tell(sync, f"{word} {pid}")
     if "attach" not in options:
         os.close(sync)
         sync = -1

@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 
 from runtime.container.limits import ContainerLimits, parse_limits
 from runtime.container.volumes import Volume, parse_volumes
+from runtime.network.ports import PortSpec, parse_publish_all
 from runtime.security.capabilities import User, effective_set, normalize, parse_user
 
 SPEC_VERSION = 1
@@ -38,7 +39,7 @@ TIME_OFFSET_FORM = "monotonic=SECONDS,boottime=SECONDS (either or both; decimals
 # moby's daemon default (oci.DefaultPathEnv for Linux).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USERNS_MODES = ("host", "auto")
-NETWORK_MODES = ("none", "host")
+NETWORK_MODES = ("none", "host", "bridge")
 TIME_CLOCKS = ("monotonic", "boottime")
 # kernel/time/namespace.c: an offset is refused (ERANGE) unless clock + offset stays within
 # 0 .. KTIME_SEC_MAX / 2 seconds.
@@ -49,7 +50,7 @@ _HOSTNAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}")
 _SECONDS = re.compile(r"[+-]?(\d+(\.\d{0,9})?|\.\d{1,9})")
 
 UsernsMode = Literal["host", "auto"]
-NetworkMode = Literal["none", "host"]
+NetworkMode = Literal["none", "host", "bridge"]
 
 # fmt: off
 _ADJECTIVES = (
@@ -130,6 +131,7 @@ class ContainerSpec:
     detach: bool
     rm: bool
     generated_name: bool = False  # the name was made up, not given with --name
+    publish: tuple[PortSpec, ...] = ()  # -p/--publish, only with --network bridge
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -293,6 +295,20 @@ def _limits(options: Mapping[str, Any]) -> ContainerLimits:
         raise SpecError.wrap(option, getattr(e, "value", ""), e) from e
 
 
+def default_network() -> str:
+    """--network when not given: CORRAL_NETWORK, else bridge for root (docker's and
+    podman's default), none otherwise (an unprivileged user cannot make a bridge)."""
+    return os.environ.get("CORRAL_NETWORK") or ("bridge" if os.geteuid() == 0 else "none")
+
+
+def _publish(network: str, publish: Iterable[str]) -> tuple[PortSpec, ...]:
+    specs = parse_publish_all(publish)
+    if specs and network != "bridge":
+        raise SpecError("-p/--publish", specs[0].__str__(), f"needs --network bridge, "
+                        f"not {network}", "--network bridge -p HOSTPORT:CONTAINERPORT")  # fmt: skip
+    return specs
+
+
 def build_spec(
     *,
     rootfs: str,
@@ -313,13 +329,15 @@ def build_spec(
     network: str = "none",
     cap_add: Iterable[str] = (),
     cap_drop: Iterable[str] = (),
+    publish: Iterable[str] = (),
     caller_env: Mapping[str, str] | None = None,
     **limits: Any,
 ) -> ContainerSpec:
     """Validate every `corral run` option (keyword names as click gives them: ``env``,
     ``volume``, ``label`` are the repeated ``-e``, ``-v``, ``--label``; ``limits`` are
     parse_limits' keywords: memory, memory_high, memory_swap, cpus, cpu_weight, cpuset_cpus,
-    pids_limit, device_{read,write}_{bps,iops}). ``caller_env`` defaults to os.environ."""
+    pids_limit, device_{read,write}_{bps,iops}). ``caller_env`` defaults to os.environ.
+    ``publish`` are the -p values (with network "bridge" only)."""
     generated = name is None
     name = check_name(generate_name() if name is None else name)
     network_mode = cast(NetworkMode, check_choice("--network", network, NETWORK_MODES))
@@ -358,4 +376,5 @@ def build_spec(
         detach=detach,
         rm=rm,
         generated_name=generated,
+        publish=_publish(network_mode, publish),
     )

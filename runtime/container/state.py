@@ -40,6 +40,7 @@ from runtime.container.spec import ContainerSpec, generate_name, renamed
 
 STATE_DIR = "/run/corral"
 STATUSES = ("created", "running", "stopped")
+KINDS = ("corral", "oci")
 SHIM_DIED = "shim died"
 _ID = re.compile(r"[0-9a-f]{64}")
 _DIR_MODE, _CONFIG_MODE, _STATE_MODE = 0o711, 0o600, 0o644
@@ -79,6 +80,8 @@ class Container:
     started: str | None = None
     finished: str | None = None
     error: str | None = None
+    kind: str = "corral"  # "oci": made by `corral oci create` or `corral run --bundle`
+    bundle: str | None = None  # the OCI bundle's absolute path
 
     @property
     def short_id(self) -> str:
@@ -216,10 +219,20 @@ class StateStore:
 
     # -- creating ------------------------------------------------------------------------------
 
-    def create(self, spec: ContainerSpec, *, cgroup: str | None = None) -> Container:
+    def create(
+        self,
+        spec: ContainerSpec,
+        *,
+        cgroup: str | None = None,
+        kind: str = "corral",
+        bundle: str | None = None,
+    ) -> Container:
         """A new container in status "created": its name reserved under the store's lock (a
         generated name that is taken is replaced; a given one raises NameInUse), a new id,
-        config.json and state.json. ``cgroup`` defaults to "corral/<name>"."""
+        config.json and state.json. ``cgroup`` defaults to "corral/<name>"; ``kind`` "oci"
+        with its ``bundle`` for an OCI container (its OCI id is the name)."""
+        if kind not in KINDS:
+            raise ValueError(f"container kind {kind!r}: allowed {', '.join(KINDS)}")
         for path in (self.root, self.containers_dir, self._tmp):
             os.makedirs(path, mode=_DIR_MODE, exist_ok=True)
         with self._store_lock():
@@ -235,6 +248,8 @@ class StateStore:
                 cgroup=cgroup if cgroup is not None else f"{DEFAULT_PARENT}/{spec.name}",
                 status="created",
                 created=now(),
+                kind=kind,
+                bundle=bundle,
             )
             staging = os.path.join(self._tmp, container_id)
             os.mkdir(staging, _DIR_MODE)
@@ -297,6 +312,13 @@ class StateStore:
         spec = spec_from_dict(self._read_json(container_id, "config.json"))
         state = self._read_json(container_id, "state.json")
         return _decode(container_id, spec, state)
+
+    def by_name(self, name: str) -> Container:
+        """The container named exactly ``name`` (an OCI id), never an id or id prefix."""
+        names = self._names()
+        if name not in names:
+            raise ContainerNotFound(f"no such container: {name}")
+        return self.load(names[name])
 
     def get(self, ref: str) -> Container:
         """By full id, then by name, then by unique id prefix."""
@@ -407,4 +429,10 @@ def _decode(container_id: str, spec: ContainerSpec, state: dict[str, Any]) -> Co
         values[key] = value
     if not isinstance(values["created"], str):
         raise ValueError(f"state.json of container {container_id}: no created time")
-    return Container(id=container_id, name=state["name"], spec=spec, **values)
+    # Absent in state written before OCI containers existed: a `corral run` container.
+    kind, bundle = state.get("kind", "corral"), state.get("bundle")
+    if kind not in KINDS or not isinstance(bundle, (str, type(None))):
+        raise ValueError(f"state.json of container {container_id}: kind={kind!r} bundle={bundle!r}")
+    return Container(
+        id=container_id, name=state["name"], spec=spec, kind=kind, bundle=bundle, **values
+    )

@@ -23,6 +23,13 @@ from runtime.cgroupfs import CgroupFS, CgroupGone, NotCgroup2
 from runtime.cgroupfs.io import Device
 from runtime.cgroupfs.limit_syntax import parse_device
 
+# `corral run` puts root's containers on the corral0 bridge by default. The tests that are not
+# about networking run with --network none: on this host they must never touch the host's own
+# network namespace (bridge, nft rules, ip_forward); the network tests ask for bridge
+# explicitly, inside network namespaces they make (unit) or in the throwaway machine (kernel).
+os.environ.setdefault("CORRAL_NETWORK", "none")
+
+
 REQUIRED = ("cpu", "memory", "io", "pids")
 # What the per-test cgroups get from their parent; cpuset for the cpuset round trips.
 TEST_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")

@@ -22,6 +22,13 @@ from runtime.cgroupfs import CgroupFS
 from runtime.cgroupfs.core import read_cgroup_events
 from runtime.cgroupfs.mounts import find_cgroup2
 
+# `corral run` puts root's containers on the corral0 bridge by default. The tests that are not
+# about networking run with --network none: on this host they must never touch the host's own
+# network namespace (bridge, nft rules, ip_forward); the network tests ask for bridge
+# explicitly, inside network namespaces they make (unit) or in the throwaway machine (kernel).
+os.environ.setdefault("CORRAL_NETWORK", "none")
+
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "cgroupfs"
 
 

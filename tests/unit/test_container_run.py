@@ -229,7 +229,7 @@ def test_exec_failures_are_126_127_and_leave_nothing(
         (["--memory", "64m", "ROOTFS", "--", "true"], "memory controller"),
         (["--pids-limit", "10", "ROOTFS", "--", "true"], "pids controller"),
         (["--cpus", "0.5", "ROOTFS", "--", "true"], "cpu controller"),
-        (["--network", "bridge", "ROOTFS", "--", "true"], "--network 'bridge'"),
+        (["--network", "overlay", "ROOTFS", "--", "true"], "--network 'overlay'"),
         (["--cap-add", "CAP_NOPE", "ROOTFS", "--", "true"], "CAP_NOPE"),
         (["-u", "root", "ROOTFS", "--", "true"], "-u/--user"),
         (["--time-offset", "monotonic=x", "ROOTFS", "--", "true"], "--time-offset"),

@@ -1,0 +1,1 @@
+"""OCI runtime interface: config.json of a bundle (config.py, resources.py)."""
