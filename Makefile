@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORRAL := $(VENV)/bin/corral
 # The kernel suite runs in one boot of `corral machine` (real cgroup v2, scratch disk).
-MACHINE_OPTS ?= --memory 2G --cpus 2 --disk 512M --timeout 1500
+MACHINE_OPTS ?= --memory 2G --cpus 2 --disk 512M --timeout 2700
 PYTEST_KERNEL_OPTS ?= -p no:cacheprovider -q
 
 .PHONY: test setup peers lint unit kernel e2e fixtures clean
