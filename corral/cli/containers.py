@@ -128,6 +128,7 @@ def summary(c: Container, now_ns: int) -> dict[str, Any]:
     return {
         "id": c.id,
         "name": c.name,
+        "kind": c.kind,  # "corral" (corral run) or "oci" (corral oci create / run --bundle)
         "command": list(c.spec.command),
         "created": c.created,
         "status": c.status,
@@ -208,6 +209,8 @@ def inspect_dict(
     return {
         "id": c.id,
         "name": c.name,
+        "kind": c.kind,
+        "bundle": c.bundle,
         "created": c.created,
         "state": {
             "status": c.status,
