@@ -190,9 +190,27 @@ def setup_main(config: ProcessConfig, report: int, control: int) -> None:
     os._exit(code)
 
 
-def environment(env: tuple[str, ...]) -> dict[str, str]:
-    """process.env exactly as given (no defaults added, as runc)."""
-    return dict(item.partition("=")[::2] for item in env)
+def environment(env: tuple[str, ...], uid: int, passwd: str = "/etc/passwd") -> dict[str, str]:
+    """process.env as given, plus HOME when it has none: the uid's home directory from the
+    container's /etc/passwd (read after pivot_root), else "/", as runc and crun do
+    (libcontainer/init_linux.go)."""
+    out = dict(item.partition("=")[::2] for item in env)
+    if "HOME" not in out:
+        out["HOME"] = home_of(uid, passwd)
+    return out
+
+
+def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
+    """The home directory of ``uid`` in a passwd(5) file; "/" when it is not listed."""
+    try:
+        with open(passwd, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
+                    return fields[5]
+    except OSError:
+        pass
+    return "/"
 
 
 def prepare(config: ProcessConfig, oci: OciExec, report: int, fifo: int) -> bytes:
@@ -245,7 +263,7 @@ def container_main(
             raise SetupError("the shim did not confirm the container's start")
         os.close(control)
         program = prepare(config, oci, report, fifo)
-        env = environment(config.env)
+        env = environment(config.env, config.uid)
         send(report, "ready")
         # From here on, errors (an execve that fails after start) go to the container's
         # stderr, as runc's: nobody reads the report pipe once the container is created.

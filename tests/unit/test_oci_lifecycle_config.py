@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_container_run import (  # noqa: F401 - fixtures
     Host,
     host_fixture,
@@ -29,6 +30,7 @@ from test_oci_lifecycle import (  # noqa: F401 - fixtures
 )
 
 from monitor.naming import Namer
+from runtime.oci.init_process import environment
 from runtime.security.capabilities import to_mask
 
 NS = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
@@ -167,13 +169,14 @@ def test_hostname_env_args_cwd_sysctl(host: Host, rootfs: Path, bundles: Path) -
         config["process"]["cwd"] = "/etc"
         config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
 
+    # HOME comes from the rootfs's /etc/passwd when the config has none, as runc adds it.
     script = "hostname; env | sort; pwd; cat /proc/sys/net/ipv4/ip_forward"
     bundle = make_bundle(bundles, rootfs, host, "hn", ["sh", "-c", script], change)
     with nothing_left(host):
         lines = run_to_end(host, bundle, "hn")
     assert lines[0] == "oci-host\n" and lines[-2:] == ["/etc\n", "1\n"]
     assert [line for line in lines if "=" in line and not line.startswith("PWD=")] == [
-        "ONLY=this\n", "PATH=/bin\n", "SHLVL=1\n"
+        "HOME=/root\n", "ONLY=this\n", "PATH=/bin\n", "SHLVL=1\n"
     ]  # fmt: skip
 
 
@@ -279,3 +282,23 @@ def test_a_user_namespace_joined_by_path(host: Host, rootfs: Path, bundles: Path
         assert log_lines(host, "ujoin") == ["0\n"]
         for cid in ("ujoin", "uowner"):
             assert oci(host, "delete", "--force", cid).returncode == 0
+
+
+# -- HOME, as runc and crun set it -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "uid", "home"),
+    [
+        ((), 0, "/root"),  # from the container's /etc/passwd
+        ((), 1000, "/home/app"),
+        ((), 4242, "/"),  # not listed: "/"
+        (("HOME=/data",), 0, "/data"),  # given: kept as is
+    ],
+)
+def test_home_comes_from_the_containers_passwd_unless_given(
+    tmp_path: Path, env: tuple[str, ...], uid: int, home: str
+) -> None:
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+    assert environment(("PATH=/bin", *env), uid, str(passwd)) == {"PATH": "/bin", "HOME": home}
