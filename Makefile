@@ -66,6 +66,9 @@ bench: setup
 		$(PY) bench/enforce_machine_bench.py --out $(CURDIR)/bench/out
 	$(PY) bench/enforce_bench.py bench/out/enforce_sim.json \
 		--recording bench/out/machine.corral --under corral
+	$(PY) bench/oci_bench.py --out bench/out --runtimes corral runc --name oci_host
+	$(CORRAL) machine run --memory 2G --cpus 2 --timeout 4200 --out $(CURDIR)/bench/out -- \
+		$(PY) bench/oci_bench.py --out $(CURDIR)/bench/out
 	$(PY) bench/report.py bench/out/results.json BENCHMARKS.md
 
 clean:

@@ -291,6 +291,16 @@ def _sections(out: str) -> list[str]:
         if os.path.exists(path):
             with open(path) as f:
                 lines += render_part(json.load(f))
+    import report_oci
+
+    oci = {}
+    for name, where in (("oci.json", "machine"), ("oci_host.json", "this host")):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                oci[where] = json.load(f)
+    if oci:
+        lines += report_oci.section(oci)
     return lines
 
 
