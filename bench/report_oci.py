@@ -37,7 +37,7 @@ def section(results: dict[str, dict[str, Any]]) -> list[str]:
             f"{ratio('corral_over_runc')} | {ratio('corral_over_crun')} | "
             f"{r['helper_rss']['peak_mb']:.1f} MB |"
         )
-    lines += ["", "| target | | |", "|---|---|---|"]
+    lines += ["", "| target | |", "|---|---|"]
     for where, r in results.items():
         met = r["met"]
         for key, what in (
