@@ -44,6 +44,13 @@ def leases(c: Corral) -> dict[str, dict[str, object]]:
     return found
 
 
+@pytest.fixture(autouse=True)
+def bridge_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """conftest runs every other test with --network none; these run with root's default,
+    the bridge, as a person would (the machine's network namespace is throwaway)."""
+    monkeypatch.setenv("CORRAL_NETWORK", "bridge")
+
+
 def corral_links() -> list[str]:
     return sorted(n for _, n in socket.if_nameindex() if n.startswith(("crl", "corral")))
 
