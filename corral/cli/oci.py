@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 from corral.cli.containers import state_dir_option
 from runtime.cgroupfs import CgroupError
+from runtime.container.cgroup import DEFAULT_PARENT
 from runtime.container.lifecycle import ContainerError, parse_signal, wait_exit
 from runtime.container.process import EXIT_FAILED, SetupError
 from runtime.container.spec import generate_name
@@ -49,17 +50,23 @@ def oci() -> None:
 @click.argument("bundle", required=False)
 @click.option("-b", "--bundle", "bundle_option", help="The bundle directory (default: .).")
 @click.option("--pid-file", help="Write PID 1's host pid to this file.")
+@click.option(
+    "--cgroup-parent", envvar="CORRAL_CGROUP_PARENT", default=DEFAULT_PARENT, show_default=True,
+    help="The cgroup under which PARENT/ID is made when config.json has no linux.cgroupsPath.",
+)  # fmt: skip
 @state_dir_option
 def create_cmd(
     container_id: str, bundle: str | None, bundle_option: str | None, pid_file: str | None,
-    state_dir: str,
+    cgroup_parent: str, state_dir: str,
 ) -> None:  # fmt: skip
     """Set up CONTAINER_ID from BUNDLE; its process waits for `corral oci start`."""
     with errors("create"):
         if bundle is not None and bundle_option is not None and bundle != bundle_option:
             raise OciError(f"bundle given twice: {bundle} and --bundle {bundle_option}")
         where = bundle or bundle_option or "."
-        lifecycle.create(container_id, where, StateStore(state_dir), pid_file=pid_file)
+        lifecycle.create(
+            container_id, where, StateStore(state_dir), pid_file=pid_file, parent=cgroup_parent
+        )
 
 
 @oci.command("start")
