@@ -164,7 +164,9 @@ def test_a_firing_trigger_starts_a_round_before_the_tick(
     host: tuple[CgroupFS, str], tmp_path: Path
 ) -> None:
     fs, cgroup = host
-    pol = Policy.model_validate({"enforcer": {"managed_root": cgroup, "tick_seconds": 30}})
+    # The tick (60 s) is past every wait below: only the trigger can start the second round.
+    # The waits are generous bounds for a loaded host, not timings.
+    pol = Policy.model_validate({"enforcer": {"managed_root": cgroup, "tick_seconds": 60}})
     collector = Collector(fs, CollectorConfig(subtree=cgroup))
     loop = EnforcementLoop(
         pol, fs, audit=AuditLog(None), collector=collector, engine=CpuTriggerEngine(pol, cgroup)
@@ -172,9 +174,9 @@ def test_a_firing_trigger_starts_a_round_before_the_tick(
     loop.start()
     spinners = []
     try:
-        _until(lambda: loop.rounds >= 1 and len(loop.triggers) == 1, "the trigger armed")
+        _until(lambda: loop.rounds >= 1 and len(loop.triggers) == 1, "the trigger armed", 25)
         spinners = [_spin(fs, cgroup) for _ in range(3 * (os.cpu_count() or 1))]
-        _until(lambda: loop.early_rounds >= 1, "a round woken by the cpu trigger", 20)
+        _until(lambda: loop.early_rounds >= 1, "a round woken by the cpu trigger", 30)
         assert loop.rounds >= 2
     finally:
         loop.stop()
