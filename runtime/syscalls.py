@@ -412,3 +412,43 @@ def mount_setattr(
 # that exits) as conmon does.
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
+
+
+# <linux/sched.h>, <asm/unistd_64.h> (x86_64): clone3(2) since Linux 5.3, CLONE_INTO_CGROUP
+# since 5.7; glibc has no clone3 wrapper.
+SYS_clone3 = 435
+CLONE_INTO_CGROUP = 0x200000000
+
+
+class _CloneArgs(ctypes.Structure):
+    # struct clone_args (CLONE_ARGS_SIZE_VER2, 88 bytes): every field a __u64.
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+            "stack_size", "tls", "set_tid", "set_tid_size", "cgroup",
+        )
+    ]  # fmt: skip
+
+
+# The GIL stays held across this call (PyDLL): the child returns into Python holding it,
+# as the only thread, like a forked child.
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """clone3(2) with CLONE_INTO_CGROUP and exit signal SIGCHLD: fork(2) whose child is born
+    in the cgroup2 directory ``cgroup_fd`` (no cgroup.procs write: migrating a process takes
+    cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period, ~10 ms). 0 in
+    the child, its pid in the parent. ENOSYS before Linux 5.3, EINVAL for the flag before
+    5.7; EBUSY, EOPNOTSUPP or EACCES when the cgroup cannot take the process.
+
+    For a single-threaded process only. Python's and glibc's at-fork work is skipped: no
+    os.register_at_fork callbacks, and glibc's cached thread id in the child stays the
+    parent's until the child forks (so no pthread_kill(pthread_self()), raise(3) or abort(3)
+    in the child before that; os.kill(os.getpid()) is fine)."""
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
+    result = _pylibc.syscall(
+        ctypes.c_long(SYS_clone3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args))
+    )
+    return _check(result, f"clone3(CLONE_INTO_CGROUP, cgroup fd {cgroup_fd})")

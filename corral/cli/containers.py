@@ -21,6 +21,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from corral.cli.container_run import STATE_DIR_ENV as STATE_DIR_ENV
+from corral.cli.container_run import state_dir_option as state_dir_option
 from runtime import network
 from runtime.cgroupfs import CgroupError
 from runtime.container.cgroup import ContainerCgroups
@@ -28,7 +30,6 @@ from runtime.container.config import spec_to_dict
 from runtime.container.limits import limits_to_dict
 from runtime.container.logs import LogEntry, LogReader, parse_time
 from runtime.container.state import (
-    STATE_DIR,
     Container,
     ContainerNotFound,
     StateStore,
@@ -36,23 +37,9 @@ from runtime.container.state import (
     shim_alive,
 )
 
-STATE_DIR_ENV = "CORRAL_STATE_DIR"
 COMMAND_WIDTH = 20  # docker ps truncates COMMAND to 20 characters
 SHIM_EXIT_SECONDS = 10.0  # rm -f: how long the shim gets to record the exit after the kill
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def state_dir_option(f: F) -> F:
-    """``--state-dir DIR``, from CORRAL_STATE_DIR when not given, else /run/corral."""
-    option = click.option(
-        "--state-dir",
-        envvar=STATE_DIR_ENV,
-        default=STATE_DIR,
-        show_default=True,
-        type=click.Path(file_okay=False),
-        help=f"Where container state lives (env {STATE_DIR_ENV}).",
-    )
-    return option(f)
 
 
 def fail(verb: str, messages: Iterable[str], status: int = 1) -> NoReturn:

@@ -16,9 +16,10 @@ from typing import Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from corral.cli.containers import state_dir_option
+from corral.cli.container_run import state_dir_option
 from runtime.cgroupfs import CgroupError
 from runtime.container.cgroup import DEFAULT_PARENT
+from runtime.container.launch import Launched
 from runtime.container.lifecycle import ContainerError, parse_signal, wait_exit
 from runtime.container.process import EXIT_FAILED, SetupError
 from runtime.container.spec import generate_name
@@ -114,12 +115,13 @@ BUNDLE_RUN_OPTIONS = ("name", "detach", "rm", "bundle", "state_dir", "cgroup_par
 
 def run_bundle(
     bundle: str, rootfs: str | None, command: tuple[str, ...], state_dir: str,
-    cgroup_parent: str, options: Mapping[str, Any],
+    cgroup_parent: str, options: Mapping[str, Any], shim: Launched | None = None,
 ) -> NoReturn:  # fmt: skip
     """`corral run --bundle DIR`: create and start in one, attached like `corral run` (its
     exit status is the container's) or detached with -d (the id printed). The OCI id is
-    --name or a generated name; without linux.cgroupsPath the cgroup is PARENT/ID."""
-    from corral.cli.container_run import Forwarder, fail
+    --name or a generated name; without linux.cgroupsPath the cgroup is PARENT/ID.
+    ``shim``: the container's shim, launched ahead by `corral run`."""
+    from corral.cli.container_run import Forwarder, fail, leave
 
     ctx = click.get_current_context()
     given = [
@@ -135,8 +137,9 @@ def run_bundle(
     forwarder = None if detach else Forwarder()
     try:
         started = lifecycle.create(
-            container_id, bundle, store, attach=not detach, rm=rm, parent=cgroup_parent
-        )
+            container_id, bundle, store, attach=not detach, rm=rm, parent=cgroup_parent,
+            launched=shim,
+        )  # fmt: skip
         try:
             lifecycle.start(container_id, store)
         except BaseException:
@@ -152,4 +155,4 @@ def run_bundle(
         click.echo(started.container.id)
         sys.exit(0)
     forwarder.started(started.container)
-    sys.exit(wait_exit(store, started))
+    leave(wait_exit(store, started))

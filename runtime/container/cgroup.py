@@ -38,9 +38,9 @@ from runtime.cgroupfs.io import IO_MAX_KEYS, RATE_MAX, Device, IoMax, device_exi
 from runtime.cgroupfs.memory import read_memory_events, read_memory_limit, validate_memory_limit
 from runtime.cgroupfs.mounts import cgroup_layout, read_mountinfo
 from runtime.cgroupfs.pids import validate_pids_max
+from runtime.container.defaults import DEFAULT_PARENT as DEFAULT_PARENT
 from runtime.container.limits import ContainerLimits, IoLimit
 
-DEFAULT_PARENT = "corral"
 # The controllers a container may use, in the order a parent enables them.
 CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")
 CONTROLLER_OF = {

@@ -5,7 +5,7 @@ naming the field."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from runtime.container.limits import limits_from_dict, limits_to_dict
 from runtime.container.spec import (
@@ -20,8 +20,10 @@ from runtime.container.spec import (
     check_choice,
 )
 from runtime.container.volumes import Volume
-from runtime.network.ports import PortSpec
 from runtime.security.capabilities import User
+
+if TYPE_CHECKING:
+    from runtime.network.ports import PortSpec
 
 
 def spec_to_dict(spec: ContainerSpec) -> dict[str, Any]:
@@ -72,6 +74,16 @@ def _strings(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _publish(items: list[Any]) -> tuple[PortSpec, ...]:
+    """-p/--publish from config.json; runtime.network (a package whose import costs a
+    start ~5 ms) only when there is one."""
+    if not items:
+        return ()
+    from runtime.network.ports import PortSpec
+
+    return tuple(PortSpec.from_dict(p) for p in items)
+
+
 def spec_from_dict(d: Mapping[str, Any]) -> ContainerSpec:
     """The spec config.json describes; SpecError naming the field when it is malformed."""
     if d.get("version") != SPEC_VERSION:
@@ -92,7 +104,7 @@ def spec_from_dict(d: Mapping[str, Any]) -> ContainerSpec:
     except (KeyError, TypeError, ValueError) as e:
         raise SpecError.wrap("config.json", d, e) from e
     try:  # absent in configs written before -p/--publish existed
-        publish = tuple(PortSpec.from_dict(p) for p in d.get("publish", []))
+        publish = _publish(d.get("publish", []))
     except (TypeError, ValueError) as e:
         raise SpecError.wrap("config.json", "publish", e) from e
     return ContainerSpec(

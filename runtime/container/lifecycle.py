@@ -3,47 +3,40 @@ of a run that failed.
 
 ``run`` follows container_api.md's sequence: ContainerCgroups.check (a limit this host cannot
 enforce is refused before anything exists) -> StateStore.create -> ContainerCgroups.create
--> the shim (runtime/container/shim.py, a fresh ``python -I -S``) -> "started PID" or
+-> the shim (runtime/container/shim.py, a fresh ``python -I -S``; the CLI launches it
+first, runtime.container.launch, and hands it the container here) -> "started PID" or
 "error CODE MESSAGE" on the sync pipe. Any failure undoes every step (the cgroup with
 whatever was in it, then the state directory); mounts need no undo, as they exist only in
 the container's mount namespace.
 
-The ``record_*`` and ``remove_container`` functions run in the shim's short-lived helpers.
+``record_exit``, ``record_failure`` and ``remove_container`` run in the shim's short-lived
+helpers when the lean records (runtime.container.record) cannot do the work alone: bridge
+networking, a cgroup that needs killing; the starter lives in runtime.container.starter.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import select
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 
-from runtime import network
 from runtime.cgroupfs import CgroupError
 from runtime.container.cgroup import ContainerCgroups
+from runtime.container.launch import SHIM, Launched, launch, shim_flags
 from runtime.container.limits import ContainerLimits, merged
 from runtime.container.logs import now
 from runtime.container.process import (
     EXIT_FAILED,
     ProcessConfig,
-    SetupError,
     container_capabilities,
-    report_failure,
-    send,
-    setup_main,
-    wait_for_exec,
 )
 from runtime.container.spec import ContainerSpec
-from runtime.container.state import Container, ContainerNotFound, StateStore, proc_start_time
+from runtime.container.state import Container, ContainerNotFound, StateStore
 from runtime.container.userns import auto_mapping, map_text
 
-SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(SHIM)))
 STOP_TIMEOUT = 10.0
 SIGNAL_FORM = "a signal name (TERM, SIGTERM) or number (15)"
 
@@ -115,18 +108,27 @@ def undo(store: StateStore, cgroups: ContainerCgroups, container: Container) -> 
     try:
         cgroups.remove(container.cgroup)
     finally:
+        from runtime import network  # here: the package costs every start ~5 ms
+
         network.detach(container.id, store.root)  # [F3] veth, nft rules, lease
         store.remove(container.id)
 
 
 def run(
-    spec: ContainerSpec, store: StateStore, cgroups: ContainerCgroups, *, attach: bool
-) -> Started:
-    """Create and start the container; ContainerError (nothing left) when it cannot run."""
-    container = create(spec, store, cgroups)
+    spec: ContainerSpec, store: StateStore, cgroups: ContainerCgroups, *, attach: bool,
+    launched: Launched | None = None,
+) -> Started:  # fmt: skip
+    """Create and start the container; ContainerError (nothing left) when it cannot run.
+    ``launched``: its shim, started ahead (runtime.container.launch), cancelled on failure."""
+    try:
+        container = create(spec, store, cgroups)
+    except BaseException:
+        if launched is not None:
+            launched.cancel()
+        raise
     try:
         config = process_config(spec, str(cgroups.fs.path(container.cgroup)))
-        sync = spawn_shim(store, container, config, attach=attach)
+        sync = spawn_shim(store, container, config, attach=attach, launched=launched)
         try:
             pid = wait_started(sync)
         except BaseException:
@@ -143,29 +145,31 @@ def run(
 
 
 def spawn_shim(
-    store: StateStore, container: Container, config: ProcessConfig, *, attach: bool
-) -> int:
-    """Start the shim (it detaches itself); the read end of its sync pipe."""
-    sync_r, sync_w = os.pipe()
-    flags = ",".join(f for f, on in (("attach", attach), ("rm", container.spec.rm)) if on) or "-"
-    argv = [sys.executable, "-I", "-S", SHIM, container.id, store.root, container.cgroup]
-    argv += [store.log_path(container.id), str(sync_w), flags]
-    quiet = None if attach else subprocess.DEVNULL
+    store: StateStore, container: Container, config: ProcessConfig, *, attach: bool,
+    launched: Launched | None = None,
+) -> int:  # fmt: skip
+    """Hand the container to its shim (``launched`` by the CLI ahead of time, or started
+    now; it detaches itself); the read end of its sync pipe."""
+    if launched is None:
+        launched = launch(store.root, attach=attach, rm=container.spec.rm)
+    wanted = (store.root, shim_flags(attach=attach, rm=container.spec.rm))
+    if (launched.state_dir, launched.flags) != wanted:
+        launched.cancel()
+        raise ValueError(
+            f"the shim was launched for {launched.state_dir, launched.flags}: not {wanted}"
+        )
+    log = store.log_path(container.id)
     try:
-        shim = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=quiet, stderr=quiet, pass_fds=(sync_w,),
-            start_new_session=True,
-        )  # fmt: skip
-        shim.communicate(config.to_json())  # returns when the first process exits
+        status = launched.send(
+            container.id, container.cgroup, config.cgroup_dir, log, config.to_json()
+        )
     except BaseException:
-        os.close(sync_r)
+        launched.cancel()
         raise
-    finally:
-        os.close(sync_w)
-    if shim.returncode != 0:
-        os.close(sync_r)
-        raise ContainerError(f"the shim {SHIM} failed to start (status {shim.returncode})")
-    return sync_r
+    if status != 0:
+        launched.cancel()
+        raise ContainerError(f"the shim {SHIM} failed to start (status {status})")
+    return launched.take_sync()
 
 
 def read_line(fd: int) -> str | None:
@@ -209,60 +213,9 @@ def wait_exit(store: StateStore, started: Started) -> int:
 # -- the shim's helpers ------------------------------------------------------------------------
 
 
-def starter_main(config: bytes, answer: int, state_dir: str, container_id: str, shim: int) -> None:
-    """The shim's starter (runtime/container/shim.py start): fork the setup process
-    (process.setup_main), wait for the execve (process.wait_for_exec), record "running",
-    and answer "started PID" or "error CODE MESSAGE" on ``answer``; never returns. An OCI
-    container (``oci`` set) stops before execve: recorded with its pid, "created PID". One
-    process imports the runtime for both, so that a container start pays for it once."""
-    try:
-        parsed = ProcessConfig.from_json(config)
-        report_r, report_w = os.pipe()
-        control_r, control_w = os.pipe()
-        setup = os.fork()
-        oci = parsed.oci is not None
-        if oci:  # imported here, not by the shim's other helpers
-            from runtime.oci.init_process import setup_main as oci_setup_main
-        if setup == 0:
-            os.close(report_r)
-            os.close(control_w)
-            os.close(answer)
-            (oci_setup_main if oci else setup_main)(parsed, report_w, control_r)
-        os.close(report_w)
-        os.close(control_r)
-        hook = None  # [F3] bridge networking, attached before the command's first instruction
-        if parsed.network == "bridge":
-            hook = functools.partial(network.attach_from_state, state_dir, container_id)
-        pid = wait_for_exec(setup, report_r, control_w, ready=oci, before_go=hook)
-        if oci:  # PID 1 waits on the exec fifo: `corral oci start` releases it
-            record_created(state_dir, container_id, pid, shim)
-            send(answer, f"created {pid}")
-        else:
-            record_started(state_dir, container_id, pid, shim)
-            send(answer, f"started {pid}")
-    except SetupError as e:
-        report_failure(answer, e.code, str(e))
-    except Exception as e:
-        report_failure(answer, EXIT_FAILED, f"starting the container: {e}")
-    os._exit(0)
-
-
-def record_started(state_dir: str, container_id: str, pid: int, shim_pid: int) -> None:
-    StateStore(state_dir).update(
-        container_id, status="running", pid=pid, shim_pid=shim_pid,
-        shim_start_time=proc_start_time(shim_pid), started=now(),
-    )  # fmt: skip
-
-
-def record_created(state_dir: str, container_id: str, pid: int, shim_pid: int) -> None:
-    """An OCI container set up and waiting on its exec fifo: still "created", now with
-    PID 1 (runtime.oci.state tells "creating" from "created" by the pid)."""
-    StateStore(state_dir).update(
-        container_id, pid=pid, shim_pid=shim_pid, shim_start_time=proc_start_time(shim_pid)
-    )
-
-
 def record_exit(state_dir: str, container_id: str, cgroup: str, code: int) -> None:
+    from runtime import network
+
     network.detach(container_id, state_dir)  # [F3] veth, nft rules, lease (idempotent)
     cgroups = ContainerCgroups(parent=cgroup.rsplit("/", 1)[0] or "corral")
     oom = False
@@ -277,6 +230,8 @@ def record_exit(state_dir: str, container_id: str, cgroup: str, code: int) -> No
 
 
 def record_failure(state_dir: str, container_id: str, code: int, message: str) -> None:
+    from runtime import network
+
     network.detach(container_id, state_dir)  # [F3]
     StateStore(state_dir).update(
         container_id, status="stopped", exit_code=code, error=message, finished=now()
@@ -285,6 +240,8 @@ def record_failure(state_dir: str, container_id: str, code: int, message: str) -
 
 def remove_container(state_dir: str, container_id: str, cgroup: str) -> None:
     """--rm: the cgroup, then the state directory (the log with it)."""
+    from runtime import network
+
     network.detach(container_id, state_dir)  # [F3]
     ContainerCgroups(parent=cgroup.rsplit("/", 1)[0] or "corral").remove(cgroup)
     StateStore(state_dir).remove(container_id)

@@ -41,6 +41,7 @@ from typing import Any
 
 from runtime import syscalls as sc
 from runtime.container import init as container_init
+from runtime.container.defaults import EXIT_FAILED as EXIT_FAILED
 from runtime.container.mounts import MountSpec, setup_filesystem
 from runtime.container.userns import (
     IdMap,
@@ -55,7 +56,6 @@ from runtime.security import capabilities, seccomp
 from runtime.security.process import default_nofile, harden, set_rlimits
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-EXIT_FAILED = 125  # corral's own failure (docker, podman)
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 # <linux/sockios.h>, <net/if.h>
@@ -73,7 +73,8 @@ class ProcessConfig:
     (capabilities.effective_set); ``uid_map``/``gid_map`` the maps' text for --userns auto
     (empty: the host's user namespace); ``time_offsets`` the text for
     /proc/self/timens_offsets (spec.TimeOffsets.lines()); ``idmap_rootfs`` attaches an
-    idmapped mount of the rootfs.
+    idmapped mount of the rootfs; ``born_in_cgroup``: the setup process was forked into
+    ``cgroup_dir`` (clone3 CLONE_INTO_CGROUP) and has no cgroup.procs write to make.
     """
 
     rootfs: str
@@ -95,6 +96,7 @@ class ProcessConfig:
     time_offsets: str = ""
     idmap_rootfs: bool = False
     oci: dict[str, Any] | None = None  # runtime.oci.init_process.OciProcess.to_dict()
+    born_in_cgroup: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -238,7 +240,8 @@ def setup_main(config: ProcessConfig, report: int, control: int) -> None:
     """The setup process (see the module docstring); never returns."""
     code = EXIT_FAILED
     try:
-        join_cgroup(config.cgroup_dir)
+        if not config.born_in_cgroup:
+            join_cgroup(config.cgroup_dir)
         set_rlimits([default_nofile()])
         rootfs_fd = -1
         if config.idmap_rootfs:  # made from the host's user namespace, attached inside

@@ -1,10 +1,13 @@
 """The container shim (runc init's parent plus conmon): one small, long-lived process per
-container, started as ``python -I -S shim.py ID STATE_DIR CGROUP LOG SYNC_FD FLAGS`` with the
-container's ProcessConfig as JSON on stdin.
+container, started by runtime.container.launch as ``python -I -S shim.py STATE_DIR SYNC_FD
+FLAGS`` before the container exists; its stdin then brings
+``ID\\0CGROUP\\0CGROUP_DIR\\0LOG\\0CONFIG`` (CONFIG: the container's ProcessConfig as
+JSON), or EOF when the CLI failed first.
 
 It detaches from the CLI (setsid and a second fork, so the CLI or agent never has to reap it
 and the container survives it), becomes a child subreaper (prctl PR_SET_CHILD_SUBREAPER) and
-forks a starter (lifecycle.starter_main), which forks the setup process
+forks a starter (runtime.container.starter) at once, which imports the container setup
+while the CLI prepares the container, then forks the setup process
 (runtime.container.process) that creates the namespaces and forks the container's PID 1; the
 shim adopts PID 1 when the setup process exits, and the starter tells PID 1 to go on, learns
 from the close-on-exec report pipe whether execve succeeded, records "running" and exits
@@ -18,8 +21,11 @@ passes on; `corral oci start` later releases PID 1 through the exec fifo.
 
 Peak RSS matters (issue 4 measures it against 12 MB; 9.3 MB measured): the shim imports only
 builtins, codecs, os, select and runtime.syscalls. The container setup and the state and
-cgroup work (runtime.container.lifecycle, with its imports) run in short-lived forked
-children: the starter, and one helper when the container has exited.
+cgroup work run in short-lived forked children: the starter (runtime.container.starter),
+and one child when the container has exited, which records the exit or removes the
+container with runtime.container.record (os, fcntl, json: no new interpreter, no big
+imports) and falls back to runtime.container.lifecycle's helpers for bridge networking or a
+cgroup that needs killing.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ import os
 import select
 import sys
 import time
-from typing import Any
 
 if __name__ == "__main__":  # `python -I -S`: no script directory or site-packages on sys.path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -39,7 +44,8 @@ from _json import encode_basestring
 from runtime import syscalls
 
 # The interpreter loads _signal at startup; the signal module would add enum (~1 MB RSS).
-_signal: Any = sys.modules["_signal"]
+# Nor is typing imported: with re, enum and collections it costs 9 ms of the start and RSS.
+_signal = sys.modules["_signal"]
 SIGCHLD = 17
 SIGKILL = 9
 EXIT_FAILED = 125
@@ -142,6 +148,35 @@ def helper(name: str, *args: object) -> bool:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
+def finish(state_dir: str, cid: str, cgroup: str, cgroup_dir: str, code: int, rm: bool) -> bool:
+    """After PID 1's exit, in a forked child: the exit recorded (or, for ``rm``, the
+    container removed) by runtime.container.record with os, fcntl and json alone (json
+    only to record: --rm imports nothing more than the shim has); the full
+    lifecycle.record_exit or remove_container (their imports cost tens of milliseconds)
+    only when the lean records cannot do it alone. True when it succeeded."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            reset_signals()
+            from runtime.container import record
+
+            if not record.finish_exit(state_dir, cid, cgroup_dir, code, rm):
+                from runtime.container import lifecycle
+
+                if rm:
+                    lifecycle.remove_container(state_dir, cid, cgroup)
+                else:
+                    lifecycle.record_exit(state_dir, cid, cgroup, code)
+            status = 0
+        except BaseException as e:
+            name = "remove_container" if rm else "record_exit"
+            os.write(2, f"corral shim: {name}: {e}\n".encode())
+        finally:
+            os._exit(status)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def exit_code(status: int) -> int:
     """waitpid status -> docker's exit code (128+N for a death by signal N)."""
     if os.WIFSIGNALED(status):
@@ -169,41 +204,75 @@ def close_except(*keep: int) -> None:
         low = fd + 1
 
 
-def start(config: bytes, fds: dict[str, int], state_dir: str, cid: str) -> tuple[str, int]:
-    """Fork the starter (lifecycle.starter_main: it imports the runtime once, forks the
-    setup process, waits for the execve and records "running"); the container's PID 1, or
-    StartFailed with the starter's error. stdin, stdout and stderr of the starter, and so
-    of the container, are /dev/null and the output pipes. The answer's word comes with
-    it: "started", or "created" for an OCI container waiting on its exec fifo."""
-    answer_r, answer_w = os.pipe()
-    shim = os.getpid()
-    starter = os.fork()
-    if starter == 0:
-        try:
-            reset_signals()
-            for target, name in ((0, "null"), (1, "out_w"), (2, "err_w")):
-                os.dup2(fds[name], target)
-            close_except(answer_w)
-            from runtime.container import lifecycle
+class Starter:
+    """The starter child (runtime.container.starter), forked as soon as the shim has
+    detached: it imports the container setup while the CLI still prepares the container,
+    then reads ``ID\\0CONFIG`` from ``config`` (EOF without it: no container, it exits),
+    forks the setup process, waits for the execve, records "running" and answers on
+    ``answer``. stdin, stdout and stderr of the starter, and so of the container, are
+    /dev/null and the output pipes."""
 
-            lifecycle.starter_main(config, answer_w, state_dir, cid, shim)
-        except BaseException as e:  # an import failed: say so instead of dying silently
-            tell(answer_w, f"error {EXIT_FAILED} corral shim: starter: {e!r}")
-        finally:
-            os._exit(EXIT_FAILED)
-    for name in ("out_w", "err_w"):
-        os.close(fds[name])
-    os.close(answer_w)
-    line = read_line(answer_r)
-    os.close(answer_r)
-    status = os.waitpid(starter, 0)[1]
-    word, _, rest = line.partition(" ")
-    if word in ("started", "created"):
-        return word, int(rest)
-    if word == "error":
-        code, _, message = rest.partition(" ")
-        raise StartFailed(int(code) if code.isdigit() else EXIT_FAILED, message)
-    raise StartFailed(EXIT_FAILED, f"the starter process died (status {exit_code(status)})")
+    def __init__(self, fds: dict[str, int], state_dir: str) -> None:
+        answer_r, answer_w = os.pipe()
+        config_r, config_w = os.pipe()
+        shim = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                reset_signals()
+                for target, name in ((0, "null"), (1, "out_w"), (2, "err_w")):
+                    os.dup2(fds[name], target)
+                close_except(answer_w, config_r)
+                from runtime.container import starter
+
+                request = read_all(config_r)
+                os.close(config_r)
+                cid, found, config = request.partition(b"\0")
+                if found:
+                    starter.starter_main(config, answer_w, state_dir, cid.decode(), shim)
+                os._exit(0)
+            except BaseException as e:  # an import failed: say so instead of dying silently
+                tell(answer_w, f"error {EXIT_FAILED} corral shim: starter: {e!r}")
+            finally:
+                os._exit(EXIT_FAILED)
+        for name in ("out_w", "err_w"):
+            os.close(fds[name])
+        os.close(answer_w)
+        os.close(config_r)
+        self.answer, self.config = answer_r, config_w
+
+    def start(self, cid: str, config: bytes) -> tuple[str, int]:
+        """The container's PID 1, or StartFailed with the starter's error. The answer's word
+        comes with it: "started", or "created" for an OCI container waiting on its exec
+        fifo."""
+        write_all(self.config, cid.encode() + b"\0" + config)
+        os.close(self.config)
+        line = read_line(self.answer)
+        os.close(self.answer)
+        status = os.waitpid(self.pid, 0)[1]
+        word, _, rest = line.partition(" ")
+        if word in ("started", "created"):
+            return word, int(rest)
+        if word == "error":
+            code, _, message = rest.partition(" ")
+            raise StartFailed(int(code) if code.isdigit() else EXIT_FAILED, message)
+        raise StartFailed(EXIT_FAILED, f"the starter process died (status {exit_code(status)})")
+
+    def cancel(self) -> None:
+        """No container: EOF to the starter, which exits."""
+        os.close(self.config)
+        os.close(self.answer)
+        os.waitpid(self.pid, 0)
+
+
+def read_all(fd: int) -> bytes:
+    return b"".join(iter(lambda: os.read(fd, 65536), b""))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def make_fds() -> dict[str, int]:
@@ -269,20 +338,35 @@ def detach() -> None:
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
 
 
+def read_request() -> tuple[str, str, str, str, bytes] | None:
+    """``ID\\0CGROUP\\0CGROUP_DIR\\0LOG\\0CONFIG`` from stdin (runtime.container.launch);
+    None when the CLI closed it without (it failed before the container existed)."""
+    fields = read_all(0).split(b"\0", 4)
+    if len(fields) != 5:
+        return None
+    cid, cgroup, cgroup_dir, log_path = (f.decode() for f in fields[:4])
+    return cid, cgroup, cgroup_dir, log_path, fields[4]
+
+
 def main(argv: list[str]) -> int:
-    cid, state_dir, cgroup, log_path, sync_text, flags = argv
+    state_dir, sync_text, flags = argv
     sync, options = int(sync_text), set(flags.split(","))
-    config = b"".join(iter(lambda: os.read(0, 65536), b""))
     detach()
     fds = make_fds()
+    starter = Starter(fds, state_dir)
+    request = read_request()
     os.dup2(fds["null"], 0)
+    if request is None:
+        starter.cancel()
+        return 0
+    cid, cgroup, cgroup_dir, log_path, config = request
     fds["wake_r"], fds["wake_w"] = os.pipe()
     os.set_blocking(fds["wake_w"], False)
     _signal.set_wakeup_fd(fds["wake_w"])
     _signal.signal(SIGCHLD, lambda _sig, _frame: None)  # wakes select through the fd
     log = JsonLog(log_path)
     try:
-        word, pid = start(config, fds, state_dir, cid)
+        word, pid = starter.start(cid, config)
     except StartFailed as e:
         if not tell(sync, f"error {e.code} {e}"):
             helper("record_failure", state_dir, cid, e.code, str(e))
@@ -292,10 +376,7 @@ def main(argv: list[str]) -> int:
         os.close(sync)
         sync = -1
     code = exit_code(supervise(pid, fds, log, "attach" in options))
-    if "rm" in options:  # nothing to record: the state goes
-        helper("remove_container", state_dir, cid, cgroup)
-    else:
-        helper("record_exit", state_dir, cid, cgroup, code)
+    finish(state_dir, cid, cgroup, cgroup_dir, code, "rm" in options)  # --rm: the state goes
     tell(sync, f"exit {code}")
     return code
 

@@ -20,17 +20,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from runtime.container.limits import ContainerLimits, parse_limits
 from runtime.container.volumes import Volume, parse_volumes
-from runtime.network.ports import PortSpec, parse_publish_all
 from runtime.security.capabilities import User, effective_set, normalize, parse_user
+
+if TYPE_CHECKING:  # runtime.network is imported only for -p: the whole package loads with it
+    from runtime.network.ports import PortSpec
 
 SPEC_VERSION = 1
 NAME_FORM = "[a-zA-Z0-9][a-zA-Z0-9_.-]* up to 128 characters"
@@ -141,6 +142,8 @@ class ContainerSpec:
 def generate_name() -> str:
     """A docker-like ``adjective_surname`` name (about 1700 of them: the state store picks
     another when one is taken)."""
+    import secrets  # here: its hashlib costs every other start 3 ms
+
     return f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_SURNAMES)}"
 
 
@@ -302,6 +305,10 @@ def default_network() -> str:
 
 
 def _publish(network: str, publish: Iterable[str]) -> tuple[PortSpec, ...]:
+    if not publish:
+        return ()
+    from runtime.network.ports import parse_publish_all
+
     specs = parse_publish_all(publish)
     if specs and network != "bridge":
         raise SpecError("-p/--publish", specs[0].__str__(), f"needs --network bridge, "

@@ -33,12 +33,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from runtime.container.cgroup import DEFAULT_PARENT
 from runtime.container.config import spec_from_dict, spec_to_dict
+from runtime.container.defaults import DEFAULT_PARENT
+from runtime.container.defaults import STATE_DIR as STATE_DIR
 from runtime.container.logs import now
 from runtime.container.spec import ContainerSpec, generate_name, renamed
 
-STATE_DIR = "/run/corral"
 STATUSES = ("created", "running", "stopped")
 KINDS = ("corral", "oci")
 SHIM_DIED = "shim died"

@@ -93,7 +93,7 @@ def attach(
 
 
 def attach_from_state(state_dir: str, container_id: str, pid: int) -> None:
-    """The starter's hook (runtime.container.lifecycle.starter_main): attach with the
+    """The starter's hook (runtime.container.starter.starter_main): attach with the
     published ports of the container's config.json."""
     from runtime.container.state import StateStore
 

@@ -163,7 +163,8 @@ def setup_main(config: ProcessConfig, report: int, control: int) -> None:
     try:
         assert config.oci is not None
         oci = OciExec.from_dict(config.oci)
-        join_cgroup(config.cgroup_dir)
+        if not config.born_in_cgroup:
+            join_cgroup(config.cgroup_dir)
         # Opened as the host's root, before any namespace: the state directory may not be
         # searchable by the container's root (an unprivileged host uid in a user ns).
         fifo = os.open(oci.exec_fifo, os.O_PATH | os.O_CLOEXEC)

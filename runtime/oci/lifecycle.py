@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from runtime.container.cgroup import DEFAULT_PARENT, ContainerCgroups, LimitUnavailable
+from runtime.container.launch import Launched
 from runtime.container.lifecycle import (
     Started,
     send_signal,
@@ -161,11 +162,28 @@ def create(
     attach: bool = False,
     rm: bool = False,
     parent: str = DEFAULT_PARENT,
+    launched: Launched | None = None,
 ) -> Started:
     """The container set up, PID 1 waiting before execve ("created"); with ``attach`` the
     shim's sync pipe stays open for `corral run --bundle` (output, then "exit CODE"), and
     ``rm`` has the shim remove it after the exit. ``parent``: without linux.cgroupsPath,
-    the cgroup is PARENT/ID."""
+    the cgroup is PARENT/ID. ``launched``: the shim, started ahead by the CLI
+    (runtime.container.launch); cancelled when the container cannot be made."""
+    try:
+        return _create(
+            container_id, bundle, store, pid_file=pid_file, attach=attach, rm=rm,
+            parent=parent, launched=launched,
+        )  # fmt: skip
+    except BaseException:
+        if launched is not None:
+            launched.cancel()
+        raise
+
+
+def _create(
+    container_id: str, bundle: str, store: StateStore, *, pid_file: str | None, attach: bool,
+    rm: bool, parent: str, launched: Launched | None,
+) -> Started:  # fmt: skip
     check_id(container_id)
     bundle = os.path.abspath(bundle)
     config = load_bundle(bundle)
@@ -191,7 +209,9 @@ def create(
         os.mkfifo(fifo, 0o600)
         os.chmod(fifo, 0o622)  # PID 1 may run as any uid by then (runc: 0622)
         pconfig = process_config(config, bundle, str(cgroups.fs.path(path)), fifo)
-        return _start_shim(store, container, pconfig, attach=attach, pid_file=pid_file)
+        return _start_shim(
+            store, container, pconfig, attach=attach, pid_file=pid_file, launched=launched
+        )
     except BaseException:
         try:
             if made:
@@ -203,9 +223,9 @@ def create(
 
 def _start_shim(
     store: StateStore, container: Container, config: ProcessConfig, *, attach: bool,
-    pid_file: str | None,
+    pid_file: str | None, launched: Launched | None,
 ) -> Started:  # fmt: skip
-    sync = spawn_shim(store, container, config, attach=attach)
+    sync = spawn_shim(store, container, config, attach=attach, launched=launched)
     try:
         pid = wait_started(sync)
         if pid_file is not None:  # runc writes it once the container is created
