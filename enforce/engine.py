@@ -99,6 +99,15 @@ class Engine:
                     out.append(trig)
         return out
 
+    def successor(self, policy: Policy) -> Engine:
+        """An engine for ``policy`` (a reload) that keeps this one's controller state for the
+        rules whose definition did not change and every original value to restore."""
+        engine = Engine(policy)
+        kept = {r.name for r in policy.rules if self._rules.get(r.name) == r}
+        engine._states = {k: v for k, v in self._states.items() if k[0] in kept}
+        engine._originals = dict(self._originals)
+        return engine
+
     def originals(self) -> Mapping[tuple[str, str], Value | None]:
         """(cgroup, file) -> the value first seen before any decision to change it, for
         ``on_exit = "restore"``."""

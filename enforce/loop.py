@@ -93,11 +93,33 @@ class EnforcementLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._lock = threading.Lock()  # a round, or a policy swap: never both at once
+
+    def replace_policy(self, policy: Policy) -> tuple[str, ...]:
+        """Enforce ``policy`` from the next round on (corral serve's SIGHUP); thread safe, it
+        waits for a round in progress. Controller state and the originals to restore carry
+        over for the rules whose definition did not change; a new or changed rule starts
+        afresh. Returns the names of the rules whose state was kept."""
+        with self._lock:
+            old = {rule.name: rule for rule in self.policy.rules}
+            kept = tuple(r.name for r in policy.rules if old.get(r.name) == r)
+            engine = self.engine.successor(policy)
+            actuator = Actuator(
+                self.fs, policy.settings, self.audit, self.own_cgroup, self.actuator._clock
+            )
+            actuator.written = self.actuator.written
+            self.policy, self.settings = policy, policy.settings
+            self.engine, self.actuator = engine, actuator
+        return kept
 
     # -- one round ---------------------------------------------------------------------------
 
     def run_once(self) -> list[AuditEntry]:
         """Poll, decide, apply, observe, re-arm the triggers. Returns the round's audit."""
+        with self._lock:
+            return self._run_once()
+
+    def _run_once(self) -> list[AuditEntry]:
         snapshot = self.collector.poll()
         self.history.append(snapshot)
         if self.publish is not None:
@@ -151,12 +173,12 @@ class EnforcementLoop:
     def run(self) -> None:
         """Rounds every tick_seconds, and early when a trigger fires, until ``stop``. A
         round that raises is logged and the loop goes on; the exit policy runs at the end."""
-        tick = self.settings.tick_seconds
         try:
             next_at = time.monotonic()
             last = float("-inf")
             while not self._stop.is_set():
                 now = time.monotonic()
+                tick = self.settings.tick_seconds  # replace_policy may change it
                 if now >= next_at:
                     self._round()
                     last = time.monotonic()

@@ -1,5 +1,12 @@
 """`corral serve`: the agent. The collector, the Prometheus exporter, the dashboard's JSON
-API and, given ``--policy``, the enforcer, until SIGTERM or SIGINT.
+API, given a policy the enforcer, and given ``--record`` a recording, until SIGTERM or SIGINT;
+SIGHUP reloads the configuration and the policies (corral.agent.service).
+
+Settings come from a TOML file (``--config``, default /etc/corral/corral.toml, which may be
+missing; corral.agent.config); a flag given on the command line overrides its key, also
+across reloads. ``--check-config`` validates the file, the policy and the web config, prints
+what would run, and starts nothing. At start the agent moves into a leaf child of its cgroup
+(``--cgroup-leaf``, corral.agent.leaf) before any thread starts.
 
 Without a policy (or with ``--no-enforce``) it polls every cgroup under the cgroup2 root (or
 ``--subtree``) each ``--interval``. With one, the enforcement loop (enforce.loop) does the
@@ -12,50 +19,56 @@ Logs go to stderr one line per event; under systemd (stderr connected to the jou
 $JOURNAL_STREAM) each line starts with its sd-daemon priority, ``<6>`` for info, which
 journald turns into the entry's priority and strips.
 
-Exit status: 0 after a signal, 1 when the cgroup root cannot be read, the address cannot be
-bound or the audit log cannot be opened, 2 for bad options, a bad --web-config or a policy
-that does not validate (as `corral policy check`).
+Exit status: 0 after a signal (and for a valid --check-config), 1 when the cgroup root cannot
+be read, the address cannot be bound or the audit log or recording cannot be opened, 2 for bad
+options, a configuration, --web-config or policy that does not validate.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
+from corral.agent.config import Key, load_config
+from corral.agent.leaf import DEFAULT_LEAF, enter_leaf
+from corral.agent.plan import load_policy_of, summary
+from corral.agent.service import Service, StartError
 from corral.cli.durations import parse_duration
 from corral.cli.selection import collector_options
-from monitor.agent import Agent
-from monitor.collector import Collector, CollectorConfig
-from monitor.exporter import DEFAULT_HOST, DEFAULT_PORT, Exporter
-from monitor.exporter.api import ApiProvider
-from monitor.exporter.server import MetricsServer, parse_listen
+from monitor.exporter import DEFAULT_HOST, DEFAULT_PORT
+from monitor.exporter.server import parse_listen
 from monitor.exporter.webconfig import WebConfig, WebConfigError, load_web_config
-from monitor.history import History
 from runtime.cgroupfs import CgroupError, CgroupFS
 from runtime.cgroupfs.openfiles import FD_RESERVE, raise_fd_rlimit
 from runtime.syscalls import set_mmap_threshold
 
-if TYPE_CHECKING:  # the enforcer is imported only when a policy is given
-    from enforce.loop import EnforcementLoop
-    from enforce.policy.schema import Policy
-
 log = logging.getLogger("corral.serve")
 MMAP_THRESHOLD = 128 * 1024  # glibc's default, made fixed (runtime.syscalls.set_mmap_threshold)
 PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
-# What /api/v1/history keeps for `corral top --url` without an enforcer: the dashboard
-# builds its plots' window from the polls it fetches, so the agent holds only enough to
-# cover a client's gap, bounded in cgroup samples (a busy cgroup's sample is a few KB).
-HISTORY_SECONDS = 300.0
-HISTORY_CGROUP_SAMPLES = 5_000
+# Each option's key in the configuration file, for the flags given on the command line.
+KEYS: dict[str, tuple[Key, str]] = {
+    "policy_path": (("enforcer", "policy"), "--policy"),
+    "dry_run": (("enforcer", "dry_run"), "--dry-run"),
+    "audit_log": (("enforcer", "audit_log"), "--audit-log"),
+    "listen": (("listen",), "--listen"),
+    "interval": (("interval",), "--interval"),
+    "cgroup_root": (("collector", "cgroup_root"), "--cgroup-root"),
+    "subtree": (("collector", "subtree"), "--subtree"),
+    "include": (("collector", "include"), "--include"),
+    "exclude": (("collector", "exclude"), "--exclude"),
+    "max_depth": (("collector", "max_depth"), "--max-depth"),
+    "fd_limit": (("collector", "fd_limit"), "--fd-limit"),
+    "recheck_every": (("collector", "recheck_every"), "--recheck-every"),
+    "web_config": (("web_config",), "--web-config"),
+    "log_level": (("log_level",), "--log-level"),
+    "record": (("record", "path"), "--record"),
+    "cgroup_leaf": (("cgroup_leaf",), "--cgroup-leaf"),
+}
 
 
 class JournalFormatter(logging.Formatter):
@@ -93,6 +106,16 @@ def setup_logging(level: str) -> None:
 
 @click.command()
 @click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The configuration file (default /etc/corral/corral.toml, if it exists).",
+)
+@click.option(
+    "--check-config", is_flag=True, help="Validate the configuration and policy; start nothing."
+)
+@click.option(
     "--policy",
     "policy_path",
     type=click.Path(),
@@ -123,126 +146,91 @@ def setup_logging(level: str) -> None:
     default="info",
     show_default=True,
 )
+@click.option("--record", metavar="PATH", help="Record every poll to PATH ('' for none).")
+@click.option(
+    "--cgroup-leaf",
+    default=DEFAULT_LEAF,
+    show_default=True,
+    metavar="NAME",
+    help="Move into this child of the agent's cgroup at start ('' to stay).",
+)
+@click.pass_context
 def serve(
-    policy_path: str | None,
-    dry_run: bool,
-    audit_log: str | None,
-    no_enforce: bool,
-    listen: str,
-    interval: str,
-    cgroup_root: str | None,
-    subtree: str,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    max_depth: int | None,
-    web_config: str | None,
-    fd_limit: int,
-    recheck_every: int,
-    log_level: str,
+    ctx: click.Context, /, config_path: str | None, check_config: bool, **options: Any
 ) -> None:
-    """Run the agent (collector, exporter, API, enforcer) until SIGTERM or SIGINT."""
-    if no_enforce and (policy_path or dry_run or audit_log):
-        raise click.UsageError("--no-enforce runs no enforcer: drop --policy/--dry-run/--audit-log")
-    if (dry_run or audit_log) and not policy_path:
-        raise click.UsageError("--dry-run and --audit-log need --policy FILE|DIR")
-    policy = _policy(policy_path) if policy_path else None
-    try:
-        host, port = parse_listen(listen)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--listen") from None
-    seconds = parse_duration(interval, "--interval", 0.1, 3600)
-    web = _web_config(web_config)
-    try:
-        config = CollectorConfig(
-            subtree, include or ("**",), exclude, max_depth, fd_limit, recheck_every
-        )
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--subtree") from None
-    setup_logging(log_level)
-    raise_fd_rlimit(fd_limit + FD_RESERVE)
+    """Run the agent (collector, exporter, API, enforcer) until SIGTERM or SIGINT; SIGHUP
+    reloads the configuration and the policy."""
+    overrides = _overrides(ctx, options)
+    config, source = _fail_2(lambda: load_config(config_path, overrides))
+    policy = _fail_2(lambda: load_policy_of(config))
+    web = _web_config(config.web_config)
+    if check_config:
+        try:
+            root = config.collector.cgroup_root
+            fs = CgroupFS(root) if root else CgroupFS.discover()
+        except CgroupError as e:
+            _exit_2(f"collector.cgroup_root: {e}")
+        click.echo(summary(config, source, policy, web, str(fs.root)))
+        return
+    setup_logging(config.log_level)
+    moved, what = enter_leaf(config.cgroup_leaf)  # first: before any thread starts
+    failed = not moved and what.startswith("cannot")
+    log.log(logging.WARNING if failed else logging.INFO if moved else logging.DEBUG, "%s", what)
+    raise_fd_rlimit(config.collector.fd_limit + FD_RESERVE)
     # Each scrape of a new poll builds a body of a few MB: those buffers must go back to the
     # kernel when the next poll replaces them, not stay in the heap as RSS.
     set_mmap_threshold(MMAP_THRESHOLD)
     try:
-        fs = CgroupFS(cgroup_root) if cgroup_root else CgroupFS.discover()
-    except CgroupError as e:
+        root = config.collector.cgroup_root
+        fs = CgroupFS(root) if root else CgroupFS.discover()
+        service = Service(config, config_path, source, overrides, policy, web, fs)
+    except (CgroupError, StartError) as e:
         raise click.ClickException(str(e)) from None
-    collector = Collector(fs, config)
-    where = f"{fs.root}/{subtree}".rstrip("/")
-    if policy is None:
-        exporter = Exporter(seconds)
-        history = History(
-            max_age_seconds=HISTORY_SECONDS, max_cgroup_samples=HISTORY_CGROUP_SAMPLES
-        )
-        agent: Runner = Agent(collector, exporter, seconds, history)
-        provider = ApiProvider(history)
-        what = f"every {seconds:g}s; enforcement off"
-    else:
-        exporter = Exporter(policy.settings.tick_seconds)
-        loop = _loop(policy, fs, collector, exporter, dry_run, audit_log)
-        agent, provider = loop, ApiProvider(loop.history, _audit_feed(loop))
-        what = (
-            f"every {policy.settings.tick_seconds:g}s (the policy's tick) and on PSI triggers; "
-            f"enforcing {policy.source}{' as a dry run' if dry_run else ''}, audit to "
-            f"{loop.audit.path or 'memory only'}"
-        )
-    try:
-        server = MetricsServer(exporter, host, port, web, provider)
-    except OSError as e:
-        collector.close()
-        raise click.ClickException(f"cannot listen on {listen}: {e.strerror}") from None
-    run(agent, exporter, server, f"polling {{}} cgroup(s) under {where} {what}")
+    service.run()
 
 
-class Runner(Protocol):
-    """What `run` starts and stops: monitor.agent.Agent, or enforce.loop.EnforcementLoop."""
+def _overrides(ctx: click.Context, options: dict[str, Any]) -> dict[Key, tuple[str, object]]:
+    """The flags given on the command line, as (key path -> (flag, value))."""
+    given = {
+        name
+        for name in options
+        if ctx.get_parameter_source(name)
+        in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+    if "no_enforce" in given and given & {"policy_path", "dry_run", "audit_log"}:
+        raise click.UsageError("--no-enforce runs no enforcer: drop --policy/--dry-run/--audit-log")
+    out: dict[Key, tuple[str, object]] = {}
+    if "no_enforce" in given:
+        out[("enforcer", "enabled")] = ("--no-enforce", False)
+    for name in given - {"no_enforce"}:
+        key, flag = KEYS[name]
+        value = options[name]
+        if name == "listen":
+            try:
+                parse_listen(value)
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint=flag) from None
+        elif name == "interval":
+            value = parse_duration(value, flag, 0.1, 3600)
+        elif name == "record" and value == "":
+            value = None
+        out[key] = (flag, value)
+    return out
 
-    def start(self) -> None: ...
 
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-
-def _policy(path: str) -> Policy:
-    from enforce.policy import PolicyError, load_policies
+def _fail_2(load: Any) -> Any:
+    """``load()``, or its ConfigError/PolicyError printed and exit status 2."""
+    from enforce.policy.toml_lines import LocatedError
 
     try:
-        return load_policies(path)
-    except PolicyError as e:
-        click.echo(f"corral serve: {e}", err=True)
-        sys.exit(2)
+        return load()
+    except LocatedError as e:
+        _exit_2(str(e))
 
 
-def _loop(
-    policy: Policy,
-    fs: CgroupFS,
-    collector: Collector,
-    exporter: Exporter,
-    dry_run: bool,
-    audit_log: str | None,
-) -> EnforcementLoop:
-    from enforce.audit import AuditLog
-    from enforce.loop import EnforcementLoop
-
-    path = audit_log if audit_log is not None else policy.settings.audit_log
-    try:
-        audit = AuditLog(path or None)
-    except OSError as e:
-        collector.close()
-        raise click.ClickException(f"cannot open the audit log {path}: {e.strerror}") from None
-    loop = EnforcementLoop(
-        policy, fs, audit=audit, dry_run=dry_run, collector=collector, publish=exporter.publish
-    )
-    exporter.add_families(loop.metrics.render)
-    return loop
-
-
-def _audit_feed(loop: EnforcementLoop) -> Callable[[float], list[dict[str, Any]]]:
-    from enforce.audit import to_json
-
-    def feed(after: float) -> list[dict[str, Any]]:
-        return [json.loads(to_json(e)) for e in loop.audit.recent() if e.time > after]
-
-    return feed
+def _exit_2(message: str) -> None:
+    click.echo(f"corral serve: {message}", err=True)
+    sys.exit(2)
 
 
 def _web_config(path: str | None) -> WebConfig | None:
@@ -252,29 +240,3 @@ def _web_config(path: str | None) -> WebConfig | None:
         return load_web_config(path)
     except WebConfigError as e:
         raise click.BadParameter(str(e), param_hint="--web-config") from None
-
-
-def run(agent: Runner, exporter: Exporter, server: MetricsServer, what: str) -> None:
-    """Serve until SIGTERM or SIGINT; a second signal kills at once (default handling)."""
-    stop = threading.Event()
-    received: list[str] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    agent.start()
-    server.start()
-    current = exporter.current
-    count = len(current.view.snapshot.sample.cgroups) if current else 0
-    log.info("listening on %s (/metrics, /healthz, /api/v1); %s", server.url, what.format(count))
-    while not stop.wait(0.5):
-        pass
-    log.info("stopping on %s", received[0])
-    server.stop()
-    agent.stop()
-    log.info("stopped")

@@ -1,38 +1,41 @@
 """TOML policy files -> Policy, with errors that name FILE:LINE, the field path, the bad value
 and what is allowed.
 
-tomllib keeps no positions, so the line of an offending key is found again in the text: the
-n-th ``[[rule]]`` header, then the controller's table (``[rule.memory_pressure]``, a dotted
-key or an inline table) below it, then the key itself. A directory merges every ``*.toml`` in
-name order: rules keep file order, rule names must be unique across files, and at most one
-file may have an ``[enforcer]`` table.
+tomllib keeps no positions, so the line of an offending key is found again in the text
+(enforce.policy.toml_lines): the n-th ``[[rule]]`` header, then the controller's table
+(``[rule.memory_pressure]``, a dotted key or an inline table) below it, then the key itself.
+A directory merges every ``*.toml`` in name order: rules keep file order, rule names must be
+unique across files, and at most one file may have an ``[enforcer]`` table.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from enforce.actions import format_value
 from enforce.policy.schema import LimitsParams, Policy, Rule
 from enforce.policy.select import may_overlap
+from enforce.policy.toml_lines import (
+    LocatedError,
+    describe,
+    key_line,
+    line_of,
+    next_header,
+    read_toml,
+)
 from runtime.cgroupfs.cpu import CpuMax
 from runtime.cgroupfs.formats import MAX
 from runtime.cgroupfs.limit_syntax import format_cpus, format_size
 
 
-class PolicyError(ValueError):
+class PolicyError(LocatedError):
     """A policy that cannot be used. str() = "FILE:LINE: field.path: bad value ...: allowed
     ..."; ``errors`` holds every such line when there are several."""
-
-    def __init__(self, errors: Sequence[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = tuple(errors)
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -64,7 +67,7 @@ def load_policies(path: str | Path) -> Policy:
         policy = _validate(raw, text, str(file))
         if "enforcer" in raw:
             if settings_from is not None:
-                line = _line_of(text, r"^\s*\[enforcer\]")
+                line = line_of(text, r"^\s*\[enforcer\]")
                 errors.append(
                     f"{file}:{line}: enforcer: given again: allowed in one file only "
                     f"(already in {settings_from})"
@@ -90,19 +93,7 @@ def load_policies(path: str | Path) -> Policy:
 
 
 def _read(path: Path) -> tuple[dict[str, Any], str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise PolicyError([f"{path}: cannot read the policy: {e}"]) from None
-    try:
-        return tomllib.loads(text), text
-    except tomllib.TOMLDecodeError as e:
-        # tomllib says "... (at line L, column C)": move the position to the front.
-        msg = str(e)
-        m = re.search(r"\(at line (\d+), column \d+\)$", msg)
-        line = m[1] if m else "1"
-        detail = msg[: m.start()].strip() if m else msg
-        raise PolicyError([f"{path}:{line}: not valid TOML: {detail}"]) from None
+    return read_toml(path, "policy", PolicyError)
 
 
 def _validate(raw: dict[str, Any], text: str, source: str) -> Policy:
@@ -110,7 +101,7 @@ def _validate(raw: dict[str, Any], text: str, source: str) -> Policy:
     # keys a file may set.
     unknown = [k for k in raw if k not in ("enforcer", "rule")]
     if unknown:
-        lines = [_line_of(text, r"^\s*\[*" + re.escape(k) + r"\b") for k in unknown]
+        lines = [line_of(text, r"^\s*\[*" + re.escape(k) + r"\b") for k in unknown]
         raise PolicyError(
             [
                 f"{source}:{line}: {k}: unknown key: allowed keys enforcer, rule"
@@ -124,90 +115,7 @@ def _validate(raw: dict[str, Any], text: str, source: str) -> Policy:
 
 
 def _describe(err: Any, text: str, source: str) -> str:
-    loc = tuple(err["loc"])
-    field = _field_path(loc)
-    line = _line_for(text, loc)
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
-        return f"{source}:{line}: {field}: unknown key: allowed keys {allowed}"
-    if err["type"] == "missing":
-        return f"{source}:{line}: {field}: missing: this key is required"
-    msg = _allowed(err)
-    if isinstance(err.get("input"), dict):  # a model validator: the table, not one key
-        return f"{source}:{line}: {field}: {msg}"
-    return f"{source}:{line}: {field}: bad value {err.get('input')!r}: {msg}"
-
-
-_BOUNDS = {
-    "less_than_equal": "at most {le}",
-    "less_than": "below {lt}",
-    "greater_than_equal": "at least {ge}",
-    "greater_than": "above {gt}",
-    "too_short": "at least {min_length} item(s)",
-    "literal_error": "one of {expected}",
-    "enum": "one of {expected}",
-    "string_pattern_mismatch": "text matching {pattern}",
-    "string_too_short": "a non-empty string",
-}
-
-
-def _allowed(err: Any) -> str:
-    """pydantic's message turned into "allowed: ..." (ours already say what is allowed)."""
-    template = _BOUNDS.get(err["type"])
-    if template is not None:
-        return "allowed: " + template.format(**err.get("ctx", {}))
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if "allowed" in msg:
-        return msg
-    return f"allowed: {msg[0].lower()}{msg[1:]}" if msg else "allowed: see the schema"
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith("function-") or part in ("tagged-union",):
-            continue
-        else:
-            out += ("." if out else "") + part
-    return out or "(policy)"
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> str:
-    """The keys the model at ``loc`` accepts."""
-    model: type[BaseModel] = Policy
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = {(f.alias or n): f for n, f in model.model_fields.items()}
-        info = fields.get(part)
-        nxt = _model_in(info.annotation) if info is not None else None
-        if nxt is None:
-            break
-        model = nxt
-    names = [(f.alias or n) for n, f in model.model_fields.items() if n != "source"]
-    return ", ".join(names)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The BaseModel inside ``X | None`` or ``tuple[X, ...]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _line_of(text: str, pattern: str, start: int = 0, end: int | None = None) -> int:
-    lines = text.splitlines()
-    end = len(lines) if end is None else end
-    for i in range(start, end):
-        if re.search(pattern, lines[i]):
-            return i + 1
-    return start + 1
+    return describe(err, source, _line_for(text, tuple(err["loc"])), Policy, "(policy)")
 
 
 def _rule_line(text: str, index: int) -> int:
@@ -222,42 +130,14 @@ def _line_for(text: str, loc: tuple[Any, ...]) -> int:
     if not loc or loc[0] not in ("rule", "enforcer"):
         return 1
     if loc[0] == "enforcer":
-        start = _line_of(text, r"^\s*\[enforcer\]") - 1
-        end = _next_header(lines, start + 1, r"^\s*\[")
-        return _key_line(lines, start, end, keys[1:]) or start + 1
+        start = line_of(text, r"^\s*\[enforcer\]") - 1
+        end = next_header(lines, start + 1, r"^\s*\[")
+        return key_line(lines, start, end, keys[1:], "enforcer") or start + 1
     if len(loc) < 2 or not isinstance(loc[1], int):
-        return _line_of(text, r"^\s*\[\[rule\]\]")
+        return line_of(text, r"^\s*\[\[rule\]\]")
     start = _rule_line(text, loc[1]) - 1
-    end = _next_header(lines, start + 1, r"^\s*\[\[|^\s*\[enforcer\]")
-    return _key_line(lines, start, end, keys[1:]) or start + 1
-
-
-def _next_header(lines: list[str], start: int, pattern: str) -> int:
-    for i in range(start, len(lines)):
-        if re.match(pattern, lines[i]):
-            return i
-    return len(lines)
-
-
-def _key_line(lines: list[str], start: int, end: int, keys: list[str]) -> int | None:
-    """The line of the deepest key found: a sub-table header [rule.a.b], a dotted key
-    a.b = or a plain b = inside the region."""
-    best: int | None = None
-    lo = start
-    for depth, key in enumerate(keys):
-        table = r"\.".join(re.escape(k) for k in keys[: depth + 1])
-        header = rf"^\s*\[rule\.{table}\]"
-        found = None
-        for i in range(lo, end):
-            # [rule.a.b] header; a.b = or a = { b = (dotted or inline keys).
-            inline = rf"(^\s*([\w-]+\.)*|[{{,]\s*|\.){re.escape(key)}\s*(=|\.)"
-            if re.match(header, lines[i]) or re.search(inline, lines[i]):
-                found = i
-                break
-        if found is None:
-            return best
-        best, lo = found + 1, found
-    return best
+    end = next_header(lines, start + 1, r"^\s*\[\[|^\s*\[enforcer\]")
+    return key_line(lines, start, end, keys[1:], "rule") or start + 1
 
 
 def _check_conflicts(rules: Sequence[Rule], where: dict[str, tuple[str, str, int]]) -> None:

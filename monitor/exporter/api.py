@@ -41,7 +41,9 @@ JSON_TYPE = "application/json"
 HISTORY_LIMIT = 300  # snapshots per /history answer: 5 minutes at one poll a second
 AUDIT_LIMIT = 1000  # entries per /audit answer
 
-AuditFeed = Callable[[float], Sequence[Mapping[str, Any]]]
+# audit(after): the entries with time > after, or None while no enforcer runs (the agent can
+# start one on a reload, so the feed is given even when there is none yet).
+AuditFeed = Callable[[float], Sequence[Mapping[str, Any]] | None]
 
 
 class ApiError(ValueError):
@@ -52,7 +54,7 @@ class ApiError(ValueError):
 class ApiProvider:
     """What the agent gives the server for /api/v1: its History (the poller appends each
     snapshot) and ``audit(after)``, the audit entries with time > ``after`` as JSON dicts
-    (None: no enforcer runs, the audit is empty)."""
+    (no feed, or a feed answering None: no enforcer runs, the audit is empty)."""
 
     history: History
     audit: AuditFeed | None = None
@@ -361,10 +363,11 @@ class Api:
         if not math.isfinite(after):
             raise _BadQuery(f"after={text!r}: expected Unix seconds like 1795894318.5")
         feed = self.provider.audit if self.provider is not None else None
-        if feed is None:
-            return _reply(b'{"enforcer":false,"truncated":false,"entries":[]}', gzip_ok)
         try:
-            entries = list(feed(after))
+            answer = feed(after) if feed is not None else None
+            if answer is None:
+                return _reply(b'{"enforcer":false,"truncated":false,"entries":[]}', gzip_ok)
+            entries = list(answer)
             body = json.dumps(
                 {
                     "enforcer": True,

@@ -13,6 +13,7 @@ import html
 import logging
 import socket
 import ssl
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -92,6 +93,16 @@ class _Server(ThreadingHTTPServer):
     def _current(self) -> Snapshot | None:
         rendered = self.exporter.current
         return rendered.view.snapshot if rendered is not None else None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line, not socketserver's traceback on stderr (journald would make an
+        entry of each of its lines): a client that reset or timed out is routine."""
+        error = sys.exc_info()[1]
+        peer = client_address[0] if client_address else "?"
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.debug("client %s: %s", peer, error)
+        else:
+            log.warning("request from %s failed: %s: %s", peer, type(error).__name__, error)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         context = self.web.context if self.web else None

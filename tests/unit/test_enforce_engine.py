@@ -214,3 +214,16 @@ def test_default_policy_on_a_container(tmp_path: Path) -> None:
         (W, "cpu.max", CpuMax(400_000)),
         (W, "pids.max", 259),
     ]
+
+
+def test_successor_keeps_state_of_unchanged_rules_and_all_originals(tmp_path: Path) -> None:
+    engine = Engine(policy(tmp_path, MEM.replace("MODE", "enforce")))
+    first = engine.decide(history(mem_host(0, MAX)))
+    apply(engine, first, Outcome.APPLIED)
+    state = engine.state("mem", "memory_pressure", W)
+    same = engine.successor(policy(tmp_path, MEM.replace("MODE", "enforce")))
+    assert same.state("mem", "memory_pressure", W) == state
+    assert same.originals() == {(W, "memory.high"): MAX}
+    changed = engine.successor(policy(tmp_path, MEM.replace("MODE", "dry-run")))
+    assert changed.state("mem", "memory_pressure", W) is None  # a changed rule starts afresh
+    assert changed.originals() == {(W, "memory.high"): MAX}  # on_exit still restores it

@@ -258,3 +258,18 @@ def test_each_snapshot_is_encoded_once() -> None:
     # An agent that restarted counts from seq 1 again: the same seq, another snapshot.
     again = build_snapshot(None, snaps[1].sample, seq=1, names={}, collect_seconds=9.0)
     assert json.loads(api.encoded(again))["collect_seconds"] == 9.0
+
+
+def test_a_feed_answering_none_means_no_enforcer_runs_yet() -> None:
+    # The agent gives its feed even without a policy (a reload can start the enforcer).
+    running: list[bool] = [False]
+
+    def feed(after: float) -> list[dict[str, Any]] | None:
+        return list(AUDIT) if running[0] else None
+
+    api = Api(lambda: None, ApiProvider(History(), feed))
+    off = json.loads(api.get("audit", {}, gzip_ok=False).body)
+    assert off == {"enforcer": False, "truncated": False, "entries": []}
+    running[0] = True
+    on = json.loads(api.get("audit", {}, gzip_ok=False).body)
+    assert on["enforcer"] is True and on["entries"] == AUDIT

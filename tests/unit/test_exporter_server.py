@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -158,3 +159,24 @@ def test_kept_alive_scrapes_are_not_held_back_by_nagle(tmp_path: Path) -> None:
             times.append(time.perf_counter() - began)
         conn.close()
     assert statistics.median(times) < 0.01, f"median {statistics.median(times) * 1e3:.1f} ms"
+
+
+def test_a_failed_request_is_one_log_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # socketserver's own handle_error prints a traceback to stderr, a dozen journal entries
+    # for a client that merely reset its connection mid-answer.
+    exporter = Exporter(1.0)
+    with serving(exporter) as server, caplog.at_level(logging.DEBUG, "corral.exporter"):
+        for error in (ConnectionResetError(104, "Connection reset by peer"), KeyError("x")):
+            try:
+                raise error
+            except Exception:
+                server._server.handle_error(None, ("127.0.0.1", 40000))
+        records = [r for r in caplog.records if r.name == "corral.exporter"]
+        assert get(server.url, "/healthz").status == 503  # still serving (no poll yet)
+    assert "Traceback" not in capsys.readouterr().err
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.DEBUG, "client 127.0.0.1: [Errno 104] Connection reset by peer"),
+        (logging.WARNING, "request from 127.0.0.1 failed: KeyError: 'x'"),
+    ]
