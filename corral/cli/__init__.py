@@ -34,6 +34,7 @@ COMMANDS = {
     "enforce": "corral.cli.enforce:enforce_cmd",
     "top": "corral.cli.top:top",
     "oci": "corral.cli.oci:oci",
+    "demo": "corral.cli.demo:demo",
 }
 
 
