@@ -73,3 +73,17 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# The generated references (corral/docs.py): docs/cli.md from the commands, docs/policy.md from
+# the policy schema, docs/metrics.md from the metrics catalogue. tests/unit/test_docs_generated.py
+# fails until this is run after a change to any of them.
+.PHONY: docs
+docs: $(VENV)/.installed
+	$(PY) -m corral.docs
+
+# The demo (corral demo): in a corral machine on hosts without cgroup v2 controllers. With
+# CORRAL_DEMO_HEADLESS=1 it runs 90 s without the dashboard and prints a summary.
+DEMO_OPTS ?=
+.PHONY: demo
+demo: setup
+	$(CORRAL) demo $(if $(filter 1,$(CORRAL_DEMO_HEADLESS)),--headless --duration 90) $(DEMO_OPTS)
