@@ -29,13 +29,8 @@ from runtime.container.cgroup import ContainerCgroups
 from runtime.container.config import spec_to_dict
 from runtime.container.limits import limits_to_dict
 from runtime.container.logs import LogEntry, LogReader, parse_time
-from runtime.container.state import (
-    Container,
-    ContainerNotFound,
-    StateStore,
-    proc_start_time,
-    shim_alive,
-)
+from runtime.container.record import proc_start_time
+from runtime.container.state import Container, ContainerNotFound, StateStore, shim_alive
 
 COMMAND_WIDTH = 20  # docker ps truncates COMMAND to 20 characters
 SHIM_EXIT_SECONDS = 10.0  # rm -f: how long the shim gets to record the exit after the kill

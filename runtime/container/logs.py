@@ -26,21 +26,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from runtime.container.record import format_time, rfc3339_now
+
 STREAMS = ("stdout", "stderr")
 MAX_LINE = 16 * 1024  # characters per entry, as docker's json-file copier
 _BLOCK = 64 * 1024
 _TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 
 
-def format_time(ns: int) -> str:
-    """RFC 3339 UTC with nanoseconds: 2024-05-01T12:00:00.123456789Z."""
-    seconds, nanos = divmod(ns, 10**9)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
-
-
-def now() -> str:
-    """The current time as ``format_time`` writes it."""
-    return format_time(time.time_ns())
+now = rfc3339_now  # the current time as ``format_time`` writes it
 
 
 def parse_time(text: str) -> int:

@@ -25,10 +25,16 @@ import time
 STATE_MODE = 0o644  # runtime.container.state._STATE_MODE
 
 
+def format_time(ns: int) -> str:
+    """RFC 3339 UTC with nanoseconds: 2024-05-01T12:00:00.123456789Z (the state's and the
+    logs' times; runtime.container.logs uses it too)."""
+    seconds, nanos = divmod(ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+
+
 def rfc3339_now() -> str:
-    """RFC 3339 UTC with nanoseconds (runtime.container.logs.now)."""
-    ns = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+    """The current time as ``format_time`` writes it."""
+    return format_time(time.time_ns())
 
 
 def proc_start_time(pid: int) -> int | None:

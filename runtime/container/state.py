@@ -37,6 +37,10 @@ from runtime.container.config import spec_from_dict, spec_to_dict
 from runtime.container.defaults import DEFAULT_PARENT
 from runtime.container.defaults import STATE_DIR as STATE_DIR
 from runtime.container.logs import now
+
+# The lean record writers (the shim's exit child uses them without this module's imports);
+# write_atomic and proc_start_time are this module's API too.
+from runtime.container.record import fsync_dir, proc_start_time, write_atomic
 from runtime.container.spec import ContainerSpec, generate_name, renamed
 
 STATUSES = ("created", "running", "stopped")
@@ -109,20 +113,6 @@ MUTABLE: dict[str, tuple[type, ...]] = {
 }
 
 
-def proc_start_time(pid: int) -> int | None:
-    """Field 22 (starttime, clock ticks after boot) of /proc/PID/stat; None when the process
-    is gone or a zombie (the comm in parentheses may hold spaces and parentheses)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    after = text[text.rfind(b")") + 2 :].split()
-    if after[0] in (b"Z", b"X"):
-        return None
-    return int(after[19])
-
-
 def shim_alive(container: Container) -> bool:
     """Whether the shim recorded in the state is still that process."""
     if container.shim_pid is None:
@@ -131,33 +121,6 @@ def shim_alive(container: Container) -> bool:
     if start is None:
         return False
     return container.shim_start_time is None or start == container.shim_start_time
-
-
-def write_atomic(path: str, data: bytes, mode: int) -> None:
-    """Replace ``path`` whole: a temporary file beside it, fsync, rename(2), fsync the dir."""
-    directory, base = os.path.split(path)
-    tmp = os.path.join(directory, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -258,7 +221,7 @@ class StateStore:
             write_atomic(os.path.join(staging, "state.json"), _encode(container), _STATE_MODE)
             os.close(os.open(os.path.join(staging, "lock"), os.O_CREAT | os.O_CLOEXEC, 0o600))
             os.rename(staging, self.container_dir(container_id))
-            _fsync_dir(self.containers_dir)
+            fsync_dir(self.containers_dir)
             return container
 
     def _rename(self, spec: ContainerSpec, taken: dict[str, str]) -> ContainerSpec:
@@ -392,7 +355,7 @@ class StateStore:
                 os.rename(self.container_dir(container_id), graveyard)
             except FileNotFoundError:
                 raise ContainerNotFound(f"no such container: {container_id}") from None
-            _fsync_dir(self.containers_dir)
+            fsync_dir(self.containers_dir)
             shutil.rmtree(graveyard, ignore_errors=True)
 
     def refresh(self, container: Container) -> Container:

@@ -33,8 +33,9 @@ from runtime.container.lifecycle import (
 )
 from runtime.container.logs import now
 from runtime.container.process import ProcessConfig
+from runtime.container.record import write_atomic
 from runtime.container.spec import ContainerSpec, TimeOffsets
-from runtime.container.state import Container, StateStore, write_atomic
+from runtime.container.state import Container, StateStore
 from runtime.container.userns import map_text
 from runtime.oci.config import OciConfig, load_bundle
 from runtime.oci.init_mounts import plan

@@ -19,8 +19,9 @@ from corral.cli import main
 from corral.cli.containers import human_duration
 from runtime.cgroupfs import CgroupFS
 from runtime.container.logs import LogWriter, format_time
+from runtime.container.record import proc_start_time
 from runtime.container.spec import build_spec
-from runtime.container.state import SHIM_DIED, Container, StateStore, proc_start_time
+from runtime.container.state import SHIM_DIED, Container, StateStore
 
 cli = main
 
