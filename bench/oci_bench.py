@@ -42,10 +42,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from make_bundle import busybox_bundle, edit_config  # noqa: E402
 
+from runtime.cgroupfs import CgroupFS  # noqa: E402
+
 CORRAL = (sys.executable, "-m", "corral")
 RUNTIMES = ("corral", "runc", "crun")
 TARGETS = {"corral_over_runc": 1.0, "corral_over_crun": 2.0, "helper_rss_mb": 12.0}
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+# corral's containers go under a cgroup parent of the bench's own, removed at the end (the
+# runtime leaves its parent in place, as docker leaves its slice).
+PARENT = f"corral-oci-bench-{os.getpid()}"
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1",
+           CORRAL_CGROUP_PARENT=PARENT)  # fmt: skip
 
 
 def say(message: str) -> None:
@@ -185,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rss = helper_rss(work, state, opts.rss_runs, 2.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        fs = CgroupFS.discover()
+        if fs.exists(PARENT):
+            fs.remove(PARENT, recursive=True)
     result = report(timing, rss, opts.runs, opts.warmup)
     opts.out.mkdir(parents=True, exist_ok=True)
     (opts.out / f"{opts.name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -2,7 +2,8 @@
 (as systemd starts a unit with Delegate=yes) it moves into its ``agent`` leaf, so the service's
 cgroup can then enable controllers for a sibling (without the move the kernel refuses with
 EBUSY); a rule that matches the agent's own cgroup is refused there and applied to another
-cgroup; SIGTERM leaves no process in the service's cgroup."""
+cgroup; SIGHUP with a broken policy keeps the running one enforcing, a good one is swapped in;
+SIGTERM leaves no process in the service's cgroup."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -76,9 +76,9 @@ class Service:
     def terminate(self, fs: CgroupFS, cgroups: list[str]) -> None:
         """SIGTERM: exit 0 within seconds, and not one process left in ``cgroups``."""
         self.proc.send_signal(signal.SIGTERM)
-        began = time.monotonic()
-        assert self.proc.wait(timeout=30) == 0, self.text()
-        assert time.monotonic() - began < 15, "SIGTERM took too long"
+        # The bound is the unit's TimeoutStopSec (dist/systemd/corral.service), after which
+        # systemd would kill it.
+        assert self.proc.wait(timeout=15) == 0, self.text()
         for c in cgroups:
             assert fs.procs(c) == [], f"{c}: {fs.procs(c)}"
         assert not populated(fs, cgroups[0])
@@ -157,4 +157,20 @@ def test_a_rule_that_matches_the_agents_cgroup_is_refused_there_and_applied_else
     assert pids_max(fs, svc) == "max"
     entries = read_audit(str(audit))
     assert not [e for e in entries if e.cgroup.startswith(svc) and e.outcome is Outcome.APPLIED]
+
+    # SIGHUP with a broken policy: refused in one line naming it, and the running policy
+    # still enforces (a hand-made drift is put back to 50).
+    good = policy.read_text()
+    policy.write_text(good.replace("limits.pids_max = 50", "limits.pids_max = -7"))
+    agent.proc.send_signal(signal.SIGHUP)
+    refused = agent.wait_log(r"reload refused, the running (configuration|enforcer) stays: (.*)")
+    assert str(policy) in refused[2] and "pids_max" in refused[2], refused[0]
+    fs.write(work, "pids.max", "max")
+    agent.wait_for(lambda: pids_max(fs, work) == "50", "the old policy re-applying 50")
+    # A good one is swapped in.
+    policy.write_text(good.replace("limits.pids_max = 50", "limits.pids_max = 60"))
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait_log(r"policy .* swapped in")
+    agent.wait_for(lambda: pids_max(fs, work) == "60", "the new policy's 60")
+    assert agent.proc.poll() is None
     agent.terminate(fs, [svc, f"{svc}/agent"])
