@@ -157,7 +157,10 @@ def report(timing: dict[str, Any], rss: dict[str, Any], runs: int, warmup: int) 
     rss_mb = rss["peak_bytes"] / (1 << 20)
     met = {name: ratios[name] <= TARGETS[name] for name in ratios}
     met["helper_rss_mb"] = rss_mb <= TARGETS["helper_rss_mb"]
+    git = ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
     return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "commit": commit or "unknown",
         "verb": "run (create+start+wait+delete in one foreground command)",
         "workload": "true in a runc-spec busybox bundle",
         "runs": runs, "warmup": warmup, "versions": versions(),

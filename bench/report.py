@@ -197,7 +197,8 @@ def _size_rows(sizes: dict[str, Any]) -> list[str]:
 
 
 def _commit() -> str:
-    """The commit the benchmark ran on, marked when the tree had uncommitted changes."""
+    """The commit this report is written at (each part's run date is in its section: a part
+    can be re-run alone), marked when the tree had uncommitted changes."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
@@ -219,7 +220,7 @@ def render(results: dict[str, Any], sizes: dict[str, Any] | None = None) -> str:
         "",
         f"- Run: {guest['date']}; guest kernel {guest['kernel']} ({guest['cpus']} vCPUs, "
         "2 GiB, qemu TCG: no KVM on this host), Python "
-        f"{guest['python']}; host: {host}; commit {_commit()}",
+        f"{guest['python']}; host: {host}; report written at commit {_commit()}",
         f"- Tree: {tree['cgroups']} cgroups ({tree['leaves']} leaves, each with one busybox "
         f"`sleep`, {tree['processes']} processes), cpu, memory, io and pids enabled",
         "",

@@ -19,9 +19,9 @@ def section(results: dict[str, dict[str, Any]]) -> list[str]:
         "(create, start, wait and delete in one command, the same verb for all), interleaved "
         "with the order rotated each round; the shim's peak RSS is its VmHWM.",
         "",
-        "| where | runs | corral median | runc median | crun median | corral / runc | "
-        "corral / crun | shim peak RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| where | run at (commit) | runs | corral median | runc median | crun median | "
+        "corral / runc | corral / crun | shim peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for where, r in results.items():
         s, ratios = r["seconds"], r["ratios"]
@@ -33,7 +33,7 @@ def section(results: dict[str, dict[str, Any]]) -> list[str]:
             return f"{ratios[key]:.1f}x" if ratios.get(key) is not None else "-"
 
         lines.append(
-            f"| {where} | {r['runs']} | {med('corral')} | {med('runc')} | {med('crun')} | "
+            f"| {where} | {r.get('date', '-')} ({r.get('commit', '-')}) | {r['runs']} | {med('corral')} | {med('runc')} | {med('crun')} | "
             f"{ratio('corral_over_runc')} | {ratio('corral_over_crun')} | "
             f"{r['helper_rss']['peak_mb']:.1f} MB |"
         )
