@@ -33,7 +33,8 @@ def section(results: dict[str, dict[str, Any]]) -> list[str]:
             return f"{ratios[key]:.1f}x" if ratios.get(key) is not None else "-"
 
         lines.append(
-            f"| {where} | {r.get('date', '-')} ({r.get('commit', '-')}) | {r['runs']} | {med('corral')} | {med('runc')} | {med('crun')} | "
+            f"| {where} | {r.get('date', '-')} ({r.get('commit', '-')}) | {r['runs']} | "
+            f"{med('corral')} | {med('runc')} | {med('crun')} | "
             f"{ratio('corral_over_runc')} | {ratio('corral_over_crun')} | "
             f"{r['helper_rss']['peak_mb']:.1f} MB |"
         )
