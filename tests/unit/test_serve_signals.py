@@ -272,10 +272,8 @@ def test_clients_that_send_or_read_nothing_do_not_stop_other_scrapes(
         s.connect(("127.0.0.1", agent.port))
         s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
         readers.append(s)
-    began = time.monotonic()
-    for _ in range(10):
+    for _ in range(10):  # a scrape that the idle clients blocked would time out
         assert "corral_cgroups" in agent.get("/metrics", timeout=5)
-    assert time.monotonic() - began < 10
     # Stopped while they are still connected: stop does not wait for them either. (Closed
     # first, the readers' unread answers would reset their connections.)
     agent.terminate()
