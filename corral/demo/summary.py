@@ -128,7 +128,8 @@ def action_lines(entries: Sequence[Mapping[str, Any]], names: Mapping[str, str])
         who = names.get(str(e.get("cgroup")), str(e.get("cgroup")))
         out.append(
             f"  {stamp} {who:18} {e.get('controller', '?'):15} {e.get('file', '?')}"
-            f" {e.get('old')} -> {e.get('new')} [{e.get('outcome', '?')}] {e.get('reason', '')}"
+            f" {_shown(e.get('old'))} -> {_shown(e.get('new'))} [{e.get('outcome', '?')}]"
+            f" {e.get('reason', '')}"
         )
     return out
 
@@ -157,3 +158,8 @@ def format_summary(captured: Captured, notes: Sequence[str] = ()) -> str:
         f"demo containers; JSON from {captured.url}/api/v1/history and /api/v1/audit"
     )
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """An audit value as written; "-" for none (a write-only file such as cgroup.kill)."""
+    return "-" if value is None else str(value)

@@ -120,7 +120,7 @@ def test_summary_lists_containers_actions_and_the_scrape() -> None:
     assert actions == [
         "  08:00:10 demo-cpu-hog       cpu_quota       cpu.max 20000 100000 -> 50000 100000"
         " [applied] throttled 100% > 10% for 2 ticks",
-        "  08:00:50 demo-leak          oom_guard       cgroup.kill None -> 1 [applied] kill:"
+        "  08:00:50 demo-leak          oom_guard       cgroup.kill - -> 1 [applied] kill:"
         " corral/demo-pool memory full avg10 56%",
     ]
     assert "corral demo: 2 enforcer action(s) (UTC)" in lines
