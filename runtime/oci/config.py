@@ -38,7 +38,7 @@ from runtime.oci.linux import (
     parse_time_offsets,
 )
 from runtime.oci.mounts import OciMount, parse_mounts, parse_paths, parse_root
-from runtime.oci.process import OciCapabilities, parse_process
+from runtime.oci.process import OciCapabilities, OciProcess, parse_process
 from runtime.oci.resources import parse_resources
 
 __all__ = [
@@ -82,16 +82,7 @@ class OciConfig:
     oci_version: str
     root: str  # absolute (a relative root.path joined to the bundle)
     root_readonly: bool
-    args: tuple[str, ...]
-    env: tuple[str, ...]
-    cwd: str
-    uid: int
-    gid: int
-    additional_gids: tuple[int, ...]
-    umask: int | None
-    capabilities: OciCapabilities
-    rlimits: tuple[tuple[str, int, int], ...]  # ("RLIMIT_NOFILE", soft, hard)
-    no_new_privileges: bool
+    process: OciProcess  # args, env, cwd, user, capabilities, rlimits, ... (process.py)
     hostname: str | None
     mounts: tuple[OciMount, ...]
     namespaces: tuple[OciNamespace, ...]
@@ -184,10 +175,7 @@ def parse_config(data: object, bundle: str) -> OciConfig:
     cgroups_path = linux.get("cgroupsPath")
     return OciConfig(
         oci_version=version, root=root, root_readonly=root_readonly,
-        args=process.args, env=process.env, cwd=process.cwd, uid=process.uid,
-        gid=process.gid, additional_gids=process.additional_gids, umask=process.umask,
-        capabilities=process.capabilities, rlimits=process.rlimits,
-        no_new_privileges=process.no_new_privileges,
+        process=process,
         hostname=_hostname(top.get("hostname"), new),
         mounts=parse_mounts(top.get("mounts", []), bundle),
         namespaces=namespaces, uid_mappings=uid_maps, gid_mappings=gid_maps,

@@ -113,9 +113,10 @@ def check_runnable(config: OciConfig) -> None:
 
 def spec_of(config: OciConfig, container_id: str, *, rm: bool) -> ContainerSpec:
     """The ContainerSpec `corral ps` and `inspect` show for an OCI container."""
+    p = config.process
     return ContainerSpec(
-        name=container_id, rootfs=config.root, command=config.args, env=config.env,
-        workdir=config.cwd, user=User(config.uid, config.gid, config.additional_gids),
+        name=container_id, rootfs=config.root, command=p.args, env=p.env,
+        workdir=p.cwd, user=User(p.uid, p.gid, p.additional_gids),
         hostname=config.hostname or "", volumes=(), read_only=config.root_readonly,
         labels=tuple(config.annotations.items()), init=False, limits=config.limits,
         userns="host", time_offsets=config.time_offsets or TimeOffsets(),
@@ -127,13 +128,14 @@ def spec_of(config: OciConfig, container_id: str, *, rm: bool) -> ContainerSpec:
 def process_config(config: OciConfig, bundle: str, cgroup_dir: str, fifo: str) -> ProcessConfig:
     """What the shim hands the setup process and PID 1."""
     new_user = any(ns.type == "user" and ns.path is None for ns in config.namespaces)
-    caps, mounts = config.capabilities, config.mounts
+    p = config.process
+    caps, mounts = p.capabilities, config.mounts
     oci = OciExec(
         namespaces=tuple((ns.type, ns.path or "") for ns in config.namespaces),
         capabilities=tuple(tuple(sorted(getattr(caps, name))) for name in CAPABILITY_SETS),
-        rlimits=config.rlimits,
-        no_new_privileges=config.no_new_privileges,
-        umask=config.umask,
+        rlimits=p.rlimits,
+        no_new_privileges=p.no_new_privileges,
+        umask=p.umask,
         mounts=tuple(plan(m.destination, m.type, m.source, m.options, bundle) for m in mounts),
         masked_paths=config.masked_paths,
         readonly_paths=config.readonly_paths,
@@ -142,8 +144,8 @@ def process_config(config: OciConfig, bundle: str, cgroup_dir: str, fifo: str) -
     )
     net = config.namespace("network")
     return ProcessConfig(
-        rootfs=config.root, argv=config.args, env=config.env, cwd=config.cwd, uid=config.uid,
-        gid=config.gid, groups=config.additional_gids, hostname=config.hostname or "",
+        rootfs=config.root, argv=p.args, env=p.env, cwd=p.cwd, uid=p.uid,
+        gid=p.gid, groups=p.additional_gids, hostname=config.hostname or "",
         volumes=(), read_only=config.root_readonly,
         network="none" if net is not None and net.path is None else "host", caps=(),
         init=False, cgroup_dir=cgroup_dir,

@@ -75,16 +75,21 @@ def test_runc_spec_terminal_off() -> None:
     c = parse_config(fixture("runc-spec.json"), BUNDLE)
     assert c.oci_version == "1.0.2-dev"
     assert (c.root, c.root_readonly) == ("/b/rootfs", True)
-    assert c.args == ("sh",) and c.cwd == "/"
-    assert c.env == (
+    assert c.process.args == ("sh",) and c.process.cwd == "/"
+    assert c.process.env == (
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "TERM=xterm",
     )
-    assert (c.uid, c.gid, c.additional_gids, c.umask) == (0, 0, (), None)
-    assert c.capabilities.bounding == DEFAULT_CAPS == c.capabilities.permitted
-    assert c.capabilities.effective == DEFAULT_CAPS == c.capabilities.ambient
-    assert c.rlimits == (("RLIMIT_NOFILE", 1024, 1024),)
-    assert c.no_new_privileges is True and c.hostname == "runc"
+    assert (c.process.uid, c.process.gid, c.process.additional_gids, c.process.umask) == (
+        0,
+        0,
+        (),
+        None,
+    )
+    assert c.process.capabilities.bounding == DEFAULT_CAPS == c.process.capabilities.permitted
+    assert c.process.capabilities.effective == DEFAULT_CAPS == c.process.capabilities.ambient
+    assert c.process.rlimits == (("RLIMIT_NOFILE", 1024, 1024),)
+    assert c.process.no_new_privileges is True and c.hostname == "runc"
     assert [m.destination for m in c.mounts] == [
         "/proc",
         "/dev",
@@ -123,20 +128,20 @@ def test_runc_spec_rootless() -> None:
 
 def test_crun_spec() -> None:
     c = parse_config(fixture("crun-spec.json"), BUNDLE)
-    assert c.hostname == "crun" and c.args == ("sh",) and c.root == "/b/rootfs"
+    assert c.hostname == "crun" and c.process.args == ("sh",) and c.root == "/b/rootfs"
     assert [n.type for n in c.namespaces] == ["pid", "network", "ipc", "uts", "mount"]
     assert c.mounts[-1] == OciMount(
         "/sys/fs/cgroup", "cgroup", "cgroup", ("nosuid", "noexec", "nodev", "relatime", "ro")
     )
-    assert c.rlimits == (("RLIMIT_NOFILE", 1024, 1024),) and c.no_new_privileges
+    assert c.process.rlimits == (("RLIMIT_NOFILE", 1024, 1024),) and c.process.no_new_privileges
 
 
 def test_umoci_unpack() -> None:
     c = parse_config(fixture("umoci-unpack.json"), BUNDLE)
     assert c.oci_version == "1.0.0" and (c.root, c.root_readonly) == ("/b/rootfs", False)
-    assert c.args == ("sh", "-c", "echo hello from umoci")
-    assert c.env == ("PATH=/bin:/usr/bin", "TERM=xterm", "HOME=/root")
-    assert c.capabilities.ambient == DEFAULT_CAPS == c.capabilities.inheritable
+    assert c.process.args == ("sh", "-c", "echo hello from umoci")
+    assert c.process.env == ("PATH=/bin:/usr/bin", "TERM=xterm", "HOME=/root")
+    assert c.process.capabilities.ambient == DEFAULT_CAPS == c.process.capabilities.inheritable
     assert c.hostname == "umoci-default"
     assert c.annotations["org.opencontainers.image.os"] == "linux"
     assert c.masked_paths[0] == "/proc/kcore" and c.readonly_paths[0] == "/proc/asound"
@@ -418,7 +423,12 @@ def test_process_user() -> None:
     )
     data = with_("process.user", {"uid": 1000, "gid": 100, "umask": 18, "additionalGids": [10]})
     c = parse_config(data, BUNDLE)
-    assert (c.uid, c.gid, c.umask, c.additional_gids) == (1000, 100, 0o22, (10,))
+    assert (c.process.uid, c.process.gid, c.process.umask, c.process.additional_gids) == (
+        1000,
+        100,
+        0o22,
+        (10,),
+    )
 
 
 def test_process_capabilities() -> None:
@@ -439,7 +449,10 @@ def test_process_capabilities() -> None:
         "inheritable, permitted",
     )
     c = parse_config(with_("process.capabilities", {"bounding": ["CAP_SYS_ADMIN"]}), BUNDLE)
-    assert c.capabilities.bounding == {"CAP_SYS_ADMIN"} and c.capabilities.effective == set()
+    assert (
+        c.process.capabilities.bounding == {"CAP_SYS_ADMIN"}
+        and c.process.capabilities.effective == set()
+    )
 
 
 UINT64 = "0..18446744073709551615 (18446744073709551615 is unlimited)"
@@ -483,7 +496,7 @@ def test_process_rlimits() -> None:
     )
     top = 2**64 - 1
     c = parse_config(with_("process.rlimits[0].hard", top), BUNDLE)
-    assert c.rlimits == (("RLIMIT_NOFILE", 1024, top),)
+    assert c.process.rlimits == (("RLIMIT_NOFILE", 1024, top),)
 
 
 def test_limits_default_is_empty() -> None:
